@@ -52,8 +52,11 @@ def quantize_rows(x: torch.Tensor, qdtype: str = "int8") -> tuple[torch.Tensor, 
     tdtype, QMAX = QDTYPES[qd]
     xf = x.float()
     absmax = xf.abs().amax(dim=1, keepdim=True).clamp_min(ABSMAX_FLOOR)
-    inv = QMAX / absmax
-    scale = (absmax / QMAX).squeeze(1)
+    qmax_t = torch.full_like(absmax, QMAX)
+    # tensor/tensor division: IEEE round-to-nearest. (`QMAX / absmax` would run as
+    # reciprocal(absmax) * QMAX in torch, and `absmax / QMAX` as a multiply on CUDA: not exact.)
+    inv = qmax_t / absmax
+    scale = (absmax / qmax_t).squeeze(1)
     y = xf * inv
     if qd == "int8":
         q = torch.round(y).clamp_(-QMAX, QMAX).to(tdtype)
