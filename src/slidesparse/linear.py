@@ -63,11 +63,14 @@ class SlideSparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        M = x2.shape[0]
         q, scale_a = self.ops.quant(x2, self.qdtype, self.pattern)
+        return self.forward_quantized(q, scale_a, x2.shape[0]).reshape(*lead, self.out_features)
+
+    def forward_quantized(self, q: torch.Tensor, scale_a: torch.Tensor, M: int) -> torch.Tensor:
+        """GEMM + dequant on an activation already quantized (and lifted) by a fused producer:
+        q [M_pad >= M, gemm K], scale_a [M_pad] -> [M, N]."""
         acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype)
-        y = self.ops.dequant(acc[:M], scale_a[:M], self.weight_scale, self.bias, self.out_dtype)
-        return y.reshape(*lead, self.out_features)
+        return self.ops.dequant(acc[:M], scale_a[:M], self.weight_scale, self.bias, self.out_dtype)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, qdtype={self.qdtype}, "

@@ -1,0 +1,218 @@
+"""A small Llama / Qwen2 decoder for end-to-end prefill and decode timing (gpt-fast style).
+
+Every linear (qkv, o, gate_up, down) is a :class:`SlideSparseLinear` on the chosen backend; dense and
+sparse engines share everything else (embeddings, RMSNorm, RoPE, SDPA attention, SwiGLU, KV cache,
+lm_head in the activation dtype). Weights are seeded synthetic values of the real architecture:
+throughput does not depend on the weight values, only on the shapes and the sparsity layout.
+
+Where the activation ops provide fused producers (``rmsnorm_quant``, ``silu_mul_quant``, the Triton
+ops), the normalised / activated tensor is quantized (and lifted) in the same pass that reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gemm import GemmBackend
+from .linear import SlideSparseLinear
+from .models import ModelConfig
+from .pattern import Pattern
+from .quant import quantize_weight
+from .sparsify import prune, slide
+
+PREFILL_SEQ = 1024  # the seed's mapping: M <= 1024 -> one sequence of M, else ceil(M/1024) x 1024
+
+
+def prefill_batch(M: int) -> tuple[int, int]:
+    """Prefill at M tokens -> (sequences, tokens per sequence)."""
+    if M <= 0:
+        raise ValueError(f"prefill M must be positive, got {M}")
+    return (1, M) if M <= PREFILL_SEQ else (-(-M // PREFILL_SEQ), PREFILL_SEQ)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What distinguishes two engines of one model: the linears' dtype, backend and pattern."""
+
+    qdtype: str
+    pattern: Pattern | None = None   # None: dense weights, no pruning
+    sparse: bool = True              # with a pattern: False = dense GEMM on the pruned weights
+                                     # (the quick check's baseline)
+
+    @property
+    def slid(self) -> bool:
+        return self.pattern is not None and self.sparse
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype, device):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
+
+
+def _rope_cache(cfg: ModelConfig, max_pos: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    half = cfg.head_dim // 2
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    t = torch.arange(max_pos, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv)
+    return freqs.cos(), freqs.sin()
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, D]; cos/sin [T, D/2] (rotate-half convention, as HF Llama/Qwen2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[None, None], sin[None, None]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, linears: dict[str, SlideSparseLinear], dtype, device):
+        super().__init__()
+        self.cfg = cfg
+        self.input_norm = RMSNorm(cfg.hidden, cfg.rms_eps, dtype, device)
+        self.post_norm = RMSNorm(cfg.hidden, cfg.rms_eps, dtype, device)
+        self.qkv, self.o, self.gate_up, self.down = (linears[k] for k in ("qkv", "o", "gate_up", "down"))
+
+    def _norm_linear(self, norm: RMSNorm, lin: SlideSparseLinear, h: torch.Tensor) -> torch.Tensor:
+        fused = getattr(lin.ops, "rmsnorm_quant", None)
+        if fused is None:
+            return lin(norm(h))
+        h2 = h.reshape(-1, h.shape[-1])
+        q, s = fused(h2, norm.weight, norm.eps, lin.qdtype, lin.pattern)
+        return lin.forward_quantized(q, s, h2.shape[0]).reshape(*h.shape[:-1], lin.out_features)
+
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        gu = self._norm_linear(self.post_norm, self.gate_up, h)
+        fused = getattr(self.down.ops, "silu_mul_quant", None)
+        if fused is None:
+            g, u = gu.chunk(2, dim=-1)
+            return self.down(F.silu(g) * u)
+        gu2 = gu.reshape(-1, gu.shape[-1])
+        q, s = fused(gu2, self.down.qdtype, self.down.pattern)
+        return self.down.forward_quantized(q, s, gu2.shape[0]).reshape(*h.shape[:-1], self.down.out_features)
+
+    def forward(self, h, cos, sin, k_cache, v_cache, pos, mask):
+        """h [B, T, hidden]; pos: int64 tensor [T] of the cache slots written; mask [T, S] or None (causal)."""
+        cfg = self.cfg
+        B, T, _ = h.shape
+        qkv = self._norm_linear(self.input_norm, self.qkv, h)
+        nq, nkv = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        q = qkv[..., :nq].view(B, T, cfg.heads, cfg.head_dim).transpose(1, 2)
+        k = qkv[..., nq:nq + nkv].view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        v = qkv[..., nq + nkv:].view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        k_cache.index_copy_(2, pos, k)
+        v_cache.index_copy_(2, pos, v)
+        if mask is None:  # prefill: attend within the new tokens
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            attn = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)
+        h = h + self.o(attn.transpose(1, 2).reshape(B, T, nq))
+        return h + self._mlp(h)
+
+
+class DecoderEngine(nn.Module):
+    """Embeddings -> layers -> norm -> lm_head, with a static KV cache for decode."""
+
+    def __init__(self, cfg: ModelConfig, layers: list[DecoderLayer], *, dtype, device, seed: int):
+        super().__init__()
+        self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
+        gen = torch.Generator(device=self.device).manual_seed(seed + 7919)
+        self.embed = (torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=self.device, dtype=torch.float32)
+                      * 0.02).to(dtype)
+        self.lm_head = self.embed if cfg.tie_embeddings else (
+            torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=self.device, dtype=torch.float32) * 0.02
+        ).to(dtype)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(cfg.hidden, cfg.rms_eps, dtype, device)
+        self.cache_shape: tuple[int, int] | None = None
+        self.k_caches: list[torch.Tensor] = []
+        self.v_caches: list[torch.Tensor] = []
+
+    # --- KV cache -------------------------------------------------------------------------
+    def setup_cache(self, batch: int, max_seq: int) -> None:
+        if self.cache_shape == (batch, max_seq):
+            return
+        cfg = self.cfg
+        self.k_caches, self.v_caches = [], []  # free the old ones before allocating
+        shape = (batch, cfg.kv_heads, max_seq, cfg.head_dim)
+        for _ in range(cfg.layers):
+            self.k_caches.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+            self.v_caches.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+        cos, sin = _rope_cache(cfg, max_seq, self.device)
+        self.rope_cos, self.rope_sin = cos, sin
+        self.cache_shape = (batch, max_seq)
+
+    def _run(self, tokens: torch.Tensor, pos: torch.Tensor, mask) -> torch.Tensor:
+        h = F.embedding(tokens, self.embed)
+        cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, self.k_caches[i], self.v_caches[i], pos, mask)
+        return self.norm(h)
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] -> logits of each sequence's last token [B, vocab]; fills cache slots 0..T-1."""
+        B, T = tokens.shape
+        if self.cache_shape is None or self.cache_shape[0] != B or self.cache_shape[1] < T:
+            raise ValueError(f"cache {self.cache_shape} cannot hold a prefill of {B} x {T}; call setup_cache")
+        pos = torch.arange(T, device=self.device)
+        h = self._run(tokens, pos, None)
+        return F.linear(h[:, -1], self.lm_head)
+
+    @torch.no_grad()
+    def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """tokens [B, 1], pos int64 [1] (the slot to write) -> logits [B, vocab]. Graph-capturable."""
+        S = self.cache_shape[1]
+        mask = (torch.arange(S, device=self.device) <= pos)[None, None, None, :]
+        h = self._run(tokens, pos, mask)
+        return F.linear(h[:, -1], self.lm_head)
+
+
+def synthetic_weight(gen: torch.Generator, N: int, K: int, device, dtype=torch.float32) -> torch.Tensor:
+    """A seeded weight with a realistic spread (std 1/sqrt(K)) and no exact zeros."""
+    return (torch.randn(N, K, generator=gen, device=device, dtype=torch.float32) / math.sqrt(K)).to(dtype)
+
+
+def make_linear(w: torch.Tensor, bias: torch.Tensor | None, spec: EngineSpec, backend: GemmBackend,
+                ops, out_dtype, prune_mode: str = "magnitude") -> SlideSparseLinear:
+    """Quantize per channel, prune and slide as the spec says, and place on ``backend``."""
+    q, s = quantize_weight(w, spec.qdtype)
+    if spec.pattern is not None:
+        q = prune(q, spec.pattern, mode=prune_mode)
+        if spec.sparse:
+            q = slide(q, spec.pattern)
+    return SlideSparseLinear(q, s, w.shape[1], qdtype=spec.qdtype, backend=backend,
+                             pattern=spec.pattern if spec.sparse else None,
+                             bias=bias, ops=ops, out_dtype=out_dtype)
+
+
+def build_engine(cfg: ModelConfig, spec: EngineSpec, backend: GemmBackend, ops, *, device="cpu",
+                 dtype=torch.bfloat16, seed: int = 0, progress=None) -> DecoderEngine:
+    """Build a decoder whose linears run on ``backend``; weights seeded by (seed, layer)."""
+    device = torch.device(device)
+    shapes = cfg.linear_shapes()
+    biases = {"qkv": cfg.attention_bias, "o": False, "gate_up": False, "down": False}
+    layers = []
+    for i in range(cfg.layers):
+        gen = torch.Generator(device=device).manual_seed(seed * 100003 + i)
+        lins = {}
+        for name, (N, K) in shapes.items():
+            w = synthetic_weight(gen, N, K, device)
+            b = (torch.randn(N, generator=gen, device=device) * 0.02) if biases[name] else None
+            lins[name] = make_linear(w, b, spec, backend, ops, dtype)
+            del w
+        layers.append(DecoderLayer(cfg, lins, dtype, device))
+        if progress is not None:
+            progress(i + 1, cfg.layers)
+    return DecoderEngine(cfg, layers, dtype=dtype, device=device, seed=seed)
