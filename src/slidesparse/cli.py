@@ -12,6 +12,9 @@ from . import __version__
 
 # module path, attribute: each a click.Command or click.Group
 _COMMANDS = [
+    ("slidesparse.commands.models", "models_command"),
+    ("slidesparse.commands.convert", "convert_command"),
+    ("slidesparse.commands.tune", "tune"),
 ]
 
 

@@ -90,10 +90,23 @@ def is_2to4(W: torch.Tensor) -> bool:
     return bool((_nonzero_mask(W).view(W.shape[0], -1, 4).sum(-1) <= 2).all())
 
 
+def _magnitude_bits(W: torch.Tensor) -> torch.Tensor:
+    """Non-negative integers ordered like |w| (sign-magnitude bit patterns; |w| for integer dtypes),
+    int32 where key * L still fits (8/16-bit dtypes), else int64."""
+    if _is_fp8(W):
+        return W.view(torch.uint8).to(torch.int32) & 0x7F
+    if W.dtype in (torch.bfloat16, torch.float16):
+        return W.view(torch.int16).to(torch.int32) & 0x7FFF
+    if W.dtype.is_floating_point:
+        return (W.float().view(torch.int32) & 0x7FFFFFFF).to(torch.int64)
+    return W.to(torch.int64).abs() if W.element_size() > 2 else W.to(torch.int32).abs()
+
+
 def prune(W: torch.Tensor, pattern: "Pattern | str", mode: str = "magnitude", seed: int = 0) -> torch.Tensor:
     """Zero at least 2 weights in every aligned group of L along K (dim 1); same shape and dtype.
 
     ``magnitude`` zeroes the 2 smallest |w| of each group, ``random`` 2 seeded random positions.
+    Equal scores (common among quantized weights) go to the lower column first, on every device.
     In a ragged last group the padding columns count as zeros (they read zero activations), so only
     real columns beyond L-2 are pruned there; the padding never appears in the result.
     """
@@ -104,14 +117,16 @@ def prune(W: torch.Tensor, pattern: "Pattern | str", mode: str = "magnitude", se
     N, K = W.shape
     L = p.window
     if mode == "magnitude":
-        score = W.float().abs()
+        score = _magnitude_bits(W)
     else:
         gen = torch.Generator().manual_seed(int(seed))
-        score = torch.rand((N, K), generator=gen).to(W.device)
+        score = _magnitude_bits(torch.rand((N, K), generator=gen).to(W.device))
     Kpad = p.groups(K) * L
     if Kpad != K:  # padding scores lowest, so it is "pruned" first
-        score = torch.cat([score, score.new_full((N, Kpad - K), -1.0)], dim=1)
-    idx = score.view(N, -1, L).topk(p.zeros, dim=-1, largest=False).indices
+        score = torch.cat([score, score.new_full((N, Kpad - K), -1)], dim=1)
+    # topk breaks ties differently on CPU and GPU: make every key of a group unique, (score, column)
+    key = score.view(N, -1, L) * L + torch.arange(L, device=W.device, dtype=score.dtype)
+    idx = key.topk(p.zeros, dim=-1, largest=False).indices
     mask = torch.zeros(N, Kpad // L, L, dtype=torch.bool, device=W.device)
     mask.scatter_(-1, idx, True)
     mask = mask.view(N, Kpad)[:, :K]
