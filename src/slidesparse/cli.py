@@ -15,6 +15,7 @@ _COMMANDS = [
     ("slidesparse.commands.models", "models_command"),
     ("slidesparse.commands.convert", "convert_command"),
     ("slidesparse.commands.tune", "tune"),
+    ("slidesparse.commands.bench", "bench"),
 ]
 
 

@@ -17,12 +17,13 @@ DTYPE_TAGS = {"int8": "INT8", "fp8": "FP8E4M3"}
 
 
 def short_gpu_name(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100', 'NVIDIA GeForce RTX 5080' -> 'RTX5080', 'NVIDIA GB10' -> 'GB10'."""
+    """'NVIDIA H100 80GB HBM3' -> 'H100', 'NVIDIA A100-SXM4-80GB' -> 'A100', 'NVIDIA GeForce RTX 5080'
+    -> 'RTX5080', 'NVIDIA GB10' -> 'GB10': the model, without vendor, memory size or form factor."""
     s = re.sub(r"^(NVIDIA|Nvidia)\s+", "", name.strip())
     s = re.sub(r"^(GeForce|Tesla|Quadro)\s+", "", s)
-    s = re.sub(r"\b\d+\s*GB\b.*$", "", s).strip()  # memory size and anything after it
-    for suffix in (" PCIe", " SXM5", " SXM4", " SXM", " NVL", " HBM3", " HBM3e"):
-        s = s.replace(suffix, "")
+    s = re.sub(r"[\s-]*\b\d+\s*GB\b.*$", "", s)  # memory size and anything after it
+    # form factors, spelled with a space or a dash ('H100 PCIe', 'A100-SXM4-80GB')
+    s = re.sub(r"[\s-]+(PCIE|SXM\d*|NVL|HBM\d*E?)(?=[\s-]|$)", "", s, flags=re.IGNORECASE)
     s = re.sub(r"[^A-Za-z0-9]+", "", s)
     return s or "GPU"
 
