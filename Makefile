@@ -89,8 +89,8 @@ bench-prefill: $(STAMP) ## end-to-end prefill benchmark
 pipeline: $(STAMP) ## the whole resumable sweep (convert, tune, bench) with a ledger
 	$(call cli,pipeline,pipeline,pipeline,--results '$(RESULTS)' $(ARGS))
 
-report: $(STAMP) ## REPORT.md + plots from results trees
-	$(call cli,report,report,report,--results '$(RESULTS)' $(ARGS))
+report: $(STAMP) ## REPORT.md + plots from results trees (RESULTS="dir1 dir2" merges machines)
+	$(call cli,report,report,report,$(RESULTS) $(ARGS))
 
 smoke-gpu: $(STAMP) ## quick check of the GPU backends and kernels on this machine's GPU
 	$(call cli,smoke-gpu,GPU smoke test,smoke,--results '$(RESULTS)' $(ARGS))

@@ -16,6 +16,7 @@ _COMMANDS = [
     ("slidesparse.commands.convert", "convert_command"),
     ("slidesparse.commands.tune", "tune"),
     ("slidesparse.commands.bench", "bench"),
+    ("slidesparse.commands.report", "report"),
 ]
 
 
