@@ -66,10 +66,10 @@ convert: $(STAMP) ## convert a checkpoint: MODEL=tiny|HF-dir PATTERN=6:8|dense D
 	$(call cli,convert,checkpoint conversion,convert,'$(MODEL)' $(if $(PATTERN),--pattern '$(PATTERN)') \
 	  $(if $(DTYPE),--dtype '$(DTYPE)') $(if $(OUT),--out '$(OUT)') $(ARGS))
 
-bench-decode: $(STAMP) ## decode benchmark (CPU: reference backend, tiny model); MODEL= DTYPE= PATTERNS= M= BACKEND=
-	$(call cli,bench-decode,decode benchmark,bench decode,--results '$(RESULTS)' \
-	  $(if $(MODEL),--model '$(MODEL)') $(if $(DTYPE),--dtype '$(DTYPE)') \
-	  $(if $(PATTERNS),--patterns '$(PATTERNS)') $(if $(M),--m '$(M)') $(if $(BACKEND),--backend '$(BACKEND)') $(ARGS))
+bench-decode: $(STAMP) ## end-to-end decode tokens/s, dense vs patterns (CPU: reference backend, tiny model); MODELS= DTYPES= PATTERNS= M=
+	$(call cli,bench-decode,decode benchmark,bench decode,--results '$(RESULTS)' --search '$(SEARCH)' \
+	  $(if $(MODELS),--models '$(MODELS)') $(if $(DTYPES),--dtypes '$(DTYPES)') \
+	  $(if $(PATTERNS),--patterns '$(PATTERNS)') $(if $(M),--m '$(M)') $(ARGS))
 
 tune-coarse: $(STAMP) ## offline tuning, dense GEMM + quant kernels (SEARCH=dir)
 	$(call cli,tune-coarse,offline tuning,tune coarse,--search '$(SEARCH)' $(ARGS))
@@ -83,8 +83,10 @@ bench-kernel: $(STAMP) ## GEMM kernel benchmark, cuBLASLt vs cuSPARSELt
 bench-quant: $(STAMP) ## quant(+slide) kernel benchmark against a copy of the same bytes
 	$(call cli,bench-quant,quant kernel benchmark,bench quant,--results '$(RESULTS)' $(ARGS))
 
-bench-prefill: $(STAMP) ## end-to-end prefill benchmark
-	$(call cli,bench-prefill,end-to-end prefill benchmark,bench prefill,--results '$(RESULTS)' $(ARGS))
+bench-prefill: $(STAMP) ## end-to-end prefill tokens/s, dense vs patterns; MODELS= DTYPES= PATTERNS= M=
+	$(call cli,bench-prefill,prefill benchmark,bench prefill,--results '$(RESULTS)' --search '$(SEARCH)' \
+	  $(if $(MODELS),--models '$(MODELS)') $(if $(DTYPES),--dtypes '$(DTYPES)') \
+	  $(if $(PATTERNS),--patterns '$(PATTERNS)') $(if $(M),--m '$(M)') $(ARGS))
 
 pipeline: $(STAMP) ## the whole resumable sweep (convert, tune, bench) with a ledger
 	$(call cli,pipeline,pipeline,pipeline,--results '$(RESULTS)' $(ARGS))

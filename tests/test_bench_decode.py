@@ -1,4 +1,4 @@
-"""bench: the timer, the result files and `slidesparse bench decode` on the reference backend."""
+"""bench: the timer, the result files and `slidesparse bench linears` on the reference backend."""
 
 import csv
 import json
@@ -236,7 +236,7 @@ def cli():
 
 
 def test_cli_decode_reference(tmp_path):
-    r = CliRunner().invoke(cli(), ["bench", "decode", "--backend", "reference", "--dtype", "int8",
+    r = CliRunner().invoke(cli(), ["bench", "linears", "--backend", "reference", "--dtype", "int8",
                                    "--patterns", "6:8,2_10", "--m", "2,4", "--warmup", "0", "--repeat", "1",
                                    "--results", str(tmp_path / "res")])
     assert r.exit_code == 0, r.output
@@ -259,7 +259,7 @@ def test_cli_decode_reference(tmp_path):
     (["--backend", "cutlass"], "Invalid value for '--backend'"),
 ])
 def test_cli_decode_bad_input(tmp_path, args, message):
-    r = CliRunner().invoke(cli(), ["bench", "decode", "--backend", "reference", "--results", str(tmp_path), *args])
+    r = CliRunner().invoke(cli(), ["bench", "linears", "--backend", "reference", "--results", str(tmp_path), *args])
     assert r.exit_code == 2, r.output
     assert message in r.output
     assert not any(tmp_path.iterdir())  # nothing written
@@ -267,7 +267,7 @@ def test_cli_decode_bad_input(tmp_path, args, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_cli_cuda_graph_needs_cuda(tmp_path):
-    r = CliRunner().invoke(cli(), ["bench", "decode", "--cuda-graph", "--results", str(tmp_path)])
+    r = CliRunner().invoke(cli(), ["bench", "linears", "--cuda-graph", "--results", str(tmp_path)])
     assert r.exit_code == 2 and "--cuda-graph" in r.output
 
 

@@ -17,6 +17,7 @@ _COMMANDS = [
     ("slidesparse.commands.tune", "tune"),
     ("slidesparse.commands.bench", "bench"),
     ("slidesparse.commands.report", "report"),
+    ("slidesparse.commands.pipeline", "pipeline"),
 ]
 
 

@@ -30,7 +30,8 @@ from .timing import Timing, time_fn
 BACKEND_CHOICES = ("auto", "reference")
 DEFAULT_MS = (64, 128, 256, 512)
 DEFAULT_PATTERNS = ("2:4", "4:6", "6:8", "8:10")
-ROW_KEY = ("model", "dtype", "backend", "impl", "pattern", "M")
+# "method" keeps these linear-layer rows apart from the end-to-end engine rows in the same files
+ROW_KEY = ("model", "dtype", "backend", "impl", "pattern", "M", "method")
 # warm-up / timed runs when not given: the GPU is cheap to sample, the CPU reference is not
 DEFAULT_RUNS = {"cuda": (25, 100), "cpu": (3, 20)}
 
@@ -181,7 +182,7 @@ def _rows(cases: list[DecodeCase], plan: BackendPlan, warmup: int) -> list[dict]
         row = {
             "model": c.model, "dtype": c.qdtype,
             "backend": backend_folder(c.pattern).split("/")[0],  # the role: cublaslt | cusparselt
-            "impl": c.impl, "ops": c.ops, "device": m.gpu_full if m.has_cuda else f"CPU ({m.gpu_full})",
+            "impl": c.impl, "method": "linears", "ops": c.ops, "device": m.gpu_full if m.has_cuda else f"CPU ({m.gpu_full})",
             "pattern": c.pattern.label if c.pattern else "dense",
             "pattern_paper": c.pattern.paper if c.pattern else "dense",
             "M": c.M, "latency_us": round(lat, 3), "tokens_per_s": round(c.M / lat * 1e6, 3),

@@ -40,7 +40,7 @@ def bench() -> None:
     """Benchmarks (results go under RESULTS/<stage>/<hardware tag>/<backend>/)."""
 
 
-@bench.command("decode")
+@bench.command("linears")
 @click.option("--model", "model", default=None,
               help="Model name(s), comma-separated (built-in or HF directory). "
                    "Default: 'tiny' on the reference backend, the four paper models on the GPU.")
@@ -141,3 +141,10 @@ def _print_tables(console, rows: list[dict], pats) -> None:
                 cells.append(f"{_us(r['latency_us'])}  {r['speedup']:.2f}x")
             t.add_row(*cells)
         console.print(t)
+
+
+# The end-to-end engine benchmarks (pipeline tasks 6 and 7 alone) are `bench prefill` / `bench decode`.
+from .pipeline import decode_cmd, prefill_cmd  # noqa: E402
+
+bench.add_command(prefill_cmd, name="prefill")
+bench.add_command(decode_cmd, name="decode")
