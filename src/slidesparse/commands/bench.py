@@ -148,3 +148,7 @@ from .pipeline import decode_cmd, prefill_cmd  # noqa: E402
 
 bench.add_command(prefill_cmd, name="prefill")
 bench.add_command(decode_cmd, name="decode")
+
+from .bench_quant import quant_cmd  # noqa: E402
+
+bench.add_command(quant_cmd, name="quant")

@@ -1,0 +1,285 @@
+"""Launch configs of the Triton kernels: untuned defaults in code, tuned ones as data.
+
+Tuned configs live in ``<search_dir>/<hwtag>/kernels.json`` (hwtag = ``hw.hardware_tag()``, no
+dtype part), written by ``tune.tune_kernel``::
+
+    {"format": "slidesparse.kernel-configs", "version": 1, "hardware": "<hwtag>",
+     "entries": {"quant/int8/2_8/3584": [{"m": 64, "config": {...}, "us": 3.1}, ...], ...}}
+
+An entry key is ``kernel/dtype/pattern/K``: kernel in KERNELS; dtype the quantized dtype (int8|fp8)
+for the quant kernels and the accumulator dtype (int32|bf16|fp16|fp32) for dequant; pattern the
+label (``2_8``) or ``dense``; K the activation's K (for silu_mul_quant: I; for dequant: N).
+Lookup by M: the smallest bucket ``m >= M``, else the largest bucket. A missing file or entry means
+the defaults; a file that exists but cannot be read as this format is an error (ValueError naming
+the file), because silently running untuned after a tuning run is how regressions hide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..pattern import Pattern
+
+KERNELS = ("quant", "rmsnorm_quant", "silu_mul_quant", "dequant")
+QUANT_KERNELS = KERNELS[:3]
+FORMAT = "slidesparse.kernel-configs"
+VERSION = 1
+FILENAME = "kernels.json"
+DEFAULT_SEARCH_DIR = Path("search")
+M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+_KEYS = {
+    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages"),
+    "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
+}
+_POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
+_LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
+           "num_stages": (1, 8), "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
+_ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
+                "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _family(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+    return "dequant" if kernel == "dequant" else "quant"
+
+
+def norm_dtype(kernel: str, dtype) -> str:
+    """The dtype part of a key: int8|fp8 for the quant kernels, the accumulator dtype for dequant."""
+    if _family(kernel) == "quant":
+        from ..quant import parse_qdtype  # noqa: PLC0415
+
+        return parse_qdtype(dtype)
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _ACC_NAMES:
+            raise ValueError(f"dequant accumulator dtype must be int32/bf16/fp16/fp32, got {dtype}")
+        return _ACC_NAMES[dtype]
+    key = str(dtype).strip().lower().replace("torch.", "")
+    if key not in _ACC_ALIASES:
+        raise ValueError(f"dequant accumulator dtype must be int32/bf16/fp16/fp32, got {dtype!r}")
+    return _ACC_ALIASES[key]
+
+
+def norm_pattern(pattern) -> str:
+    if pattern is None or (isinstance(pattern, str) and pattern.strip().lower() == "dense"):
+        return "dense"
+    return Pattern.parse(pattern).label
+
+
+def entry_key(kernel: str, K: int, dtype, pattern) -> str:
+    if int(K) <= 0:
+        raise ValueError(f"K (or N) must be positive, got {K}")
+    pat = "dense" if kernel == "dequant" else norm_pattern(pattern)
+    return f"{kernel}/{norm_dtype(kernel, dtype)}/{pat}/{int(K)}"
+
+
+def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
+    """Untuned launch config, from H100 sweeps (bf16 input, M = 4096..65536, tools/gpu_kernels.py).
+
+    Rows whose next power of two is <= 8192 (32768 for a lifted quant) are read once into
+    registers; short plain rows go two per program; lifted outputs are written in chunks of
+    BLOCK_W 4-column windows.
+    """
+    if _family(kernel) == "dequant":
+        return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
+    lifted = norm_pattern(pattern) not in ("dense", "2_4")
+    kp = _next_pow2(max(K, 32))
+    rows, block_w = 1, 256
+    if kernel == "silu_mul_quant":  # arithmetic-heavy (exp + IEEE division per element)
+        block_k, block_w, num_warps = (kp if kp <= 8192 else 4096), 1024, 8
+    elif lifted:
+        limit = 32768 if kernel == "quant" else 8192
+        block_k = kp if kp <= limit else limit // 2
+        if block_k <= 2048:
+            num_warps = 4
+        elif block_k >= 32768:
+            num_warps, block_w = 16, 1024
+        else:
+            num_warps, block_w = 8, (256 if block_k <= 4096 else 1024)
+    else:
+        block_k = min(kp, 8192)
+        if kp <= 4096:
+            rows = 2
+        num_warps = 8 if rows * block_k >= 4096 else 4
+    return {"BLOCK_K": block_k, "BLOCK_W": block_w, "ROWS": rows, "num_warps": num_warps, "num_stages": 1}
+
+
+def validate_config(kernel: str, config, where: str = "config") -> dict:
+    """Return a clean copy of ``config`` or raise ValueError saying what is wrong."""
+    keys = _KEYS[_family(kernel)]
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: a launch config must be an object with keys {keys}, got {config!r}")
+    unknown = set(config) - set(keys)
+    missing = set(keys) - set(config) - {"num_stages"}
+    if unknown or missing:
+        raise ValueError(f"{where}: launch config for {kernel} needs keys {keys}"
+                         f"{f'; unknown {sorted(unknown)}' if unknown else ''}"
+                         f"{f'; missing {sorted(missing)}' if missing else ''}")
+    out = {}
+    for k in keys:
+        v = config.get(k, 1)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
+        lo, hi = _LIMITS[k]
+        if not lo <= v <= hi or (k in _POW2 and v & (v - 1)):
+            raise ValueError(f"{where}: {k}={v} must be {'a power of 2 ' if k in _POW2 else ''}in [{lo}, {hi}]")
+        out[k] = v
+    return out
+
+
+class KernelConfigs:
+    """Config lookups backed by one ``kernels.json`` (re-read when the file changes)."""
+
+    def __init__(self, search_dir: Path | str = DEFAULT_SEARCH_DIR, hwtag: str | None = None,
+                 recheck_s: float = 1.0):
+        """``recheck_s``: how often (seconds) a lookup checks whether the file changed."""
+        self.search_dir = Path(search_dir)
+        self.recheck_s = float(recheck_s)
+        self._hwtag = hwtag
+        self._stamp = None
+        self._checked: float | None = None
+        self._entries: dict[str, list[tuple[int, dict]]] = {}
+        self._memo: dict[tuple, dict] = {}
+
+    @property
+    def hwtag(self) -> str:
+        if self._hwtag is None:
+            from ..hw import hardware_tag  # noqa: PLC0415
+
+            self._hwtag = hardware_tag()
+        return self._hwtag
+
+    @property
+    def path(self) -> Path:
+        return self.search_dir / self.hwtag / FILENAME
+
+    def entries(self) -> dict[str, list[tuple[int, dict]]]:
+        """The parsed file (re-read when its mtime or size changes; checked at most every
+        ``recheck_s`` seconds, so a lookup on the launch path costs a dict access, not a stat)."""
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked < self.recheck_s:
+            return self._entries
+        self._checked = now
+        path = self.path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if self._stamp is not None or self._entries:
+                self._memo.clear()
+            self._stamp, self._entries = None, {}
+            return self._entries
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._entries = load_entries(path)
+            self._stamp = stamp
+            self._memo.clear()
+        return self._entries
+
+    def lookup(self, kernel: str, K: int, M: int, dtype, pattern) -> dict:
+        entries = self.entries()
+        memo_key = (kernel, K, M, dtype, pattern)
+        try:
+            return dict(self._memo[memo_key])
+        except (KeyError, TypeError):
+            pass
+        rows = entries.get(entry_key(kernel, K, dtype, pattern))
+        if not rows:
+            cfg = default_config(kernel, K, dtype, pattern)
+        else:
+            cfg = next((c for m, c in rows if m >= M), rows[-1][1])
+        try:
+            self._memo[memo_key] = cfg
+        except TypeError:  # an unhashable argument: no memo
+            pass
+        return dict(cfg)
+
+
+def load_entries(path: Path) -> dict[str, list[tuple[int, dict]]]:
+    """Parse and validate a kernels.json -> {key: [(m, config), ...] sorted by m}."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"kernel config file {path} is not valid ({why}); fix it, or delete it to use "
+                          f"the built-in defaults")
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise bad(f"not JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise bad(f"'format' must be {FORMAT!r}")
+    if data.get("version") != VERSION:
+        raise bad(f"'version' must be {VERSION}, got {data.get('version')!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        raise bad("'entries' must be an object")
+    out = {}
+    for key, rows in entries.items():
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] not in KERNELS or not parts[3].isdigit():
+            raise bad(f"entry key {key!r} is not kernel/dtype/pattern/K")
+        try:
+            if entry_key(parts[0], int(parts[3]), parts[1], parts[2]) != key:
+                raise ValueError("not in normal form")
+        except ValueError as e:
+            raise bad(f"entry key {key!r}: {e}") from None
+        if not isinstance(rows, list) or not rows:
+            raise bad(f"entry {key!r} must be a non-empty list of buckets")
+        parsed = []
+        for r in rows:
+            if not isinstance(r, dict) or not isinstance(r.get("m"), int) or r["m"] <= 0:
+                raise bad(f"entry {key!r}: each bucket needs a positive integer 'm'")
+            try:
+                parsed.append((r["m"], validate_config(parts[0], r.get("config"), f"{key} m={r['m']}")))
+            except ValueError as e:
+                raise bad(str(e)) from None
+        parsed.sort(key=lambda t: t[0])
+        if len({m for m, _ in parsed}) != len(parsed):
+            raise bad(f"entry {key!r} repeats an m bucket")
+        out[key] = parsed
+    return out
+
+
+def save_entries(path: Path, new: dict[str, list[dict]], hwtag: str) -> Path:
+    """Merge ``new`` ({key: [{"m", "config", "us"?}, ...]}) into ``path`` atomically; buckets of the
+    same key and m are replaced."""
+    path = Path(path)
+    if path.exists():
+        load_entries(path)  # refuses to merge into a corrupt file
+        data = json.loads(path.read_text())
+    else:
+        data = {"format": FORMAT, "version": VERSION, "hardware": hwtag, "entries": {}}
+    for key, rows in new.items():
+        merged = {r["m"]: r for r in data["entries"].get(key, [])}
+        for r in rows:
+            merged[r["m"]] = r
+        data["entries"][key] = [merged[m] for m in sorted(merged)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    load_entries(path)
+    return path
+
+
+_CACHE: dict[tuple[Path, str | None], KernelConfigs] = {}
+
+
+def config_for(kernel: str, K: int, M: int, dtype, pattern=None, search_dir: Path | str = DEFAULT_SEARCH_DIR,
+               hwtag: str | None = None) -> dict:
+    """The launch config for one call: tuned if ``search_dir`` has one for this bucket, else default."""
+    key = (Path(search_dir), hwtag)
+    if key not in _CACHE:
+        _CACHE[key] = KernelConfigs(search_dir, hwtag)
+    return _CACHE[key].lookup(kernel, K, M, dtype, pattern)

@@ -1,0 +1,163 @@
+"""Checked launches of the Triton kernels with an explicit launch config (a dict, see ``configs``).
+
+These are the building blocks of ``TritonOps`` and of the tuner: they validate shapes, dtypes and
+devices, allocate outputs unless given (``out=``, for CUDA-graph capture), and launch once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..ops import gemm_k
+from ..pattern import Pattern
+from ..quant import ABSMAX_FLOOR, parse_qdtype, qmax, torch_qdtype
+from . import triton_kernels as tk
+from .reference import RMS_MAX_K
+
+M_ALIGN = 16  # the GEMM's dense operand wants M padded to 16 rows
+X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+OUT_DTYPES = (torch.bfloat16, torch.float16)
+ACC_DTYPES = (torch.int32, torch.bfloat16, torch.float16, torch.float32)
+_SOFT = tk.interpreted()
+_QMAX = {"int8": qmax("int8"), "fp8": qmax("fp8")}
+_QTYPE = {"int8": torch_qdtype("int8"), "fp8": torch_qdtype("fp8")}
+
+
+def m_pad(M: int) -> int:
+    return -(-M // M_ALIGN) * M_ALIGN
+
+
+def out_k(K: int, pattern: Pattern | None) -> int:
+    return gemm_k(K, pattern)
+
+
+def check_x(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D tensor [M, K], got {getattr(x, 'shape', type(x))}")
+    if x.dtype not in X_DTYPES:
+        raise ValueError(f"{name} must be bfloat16, float16 or float32, got {x.dtype}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has K = 0 columns")
+    if x.stride(1) != 1:
+        raise ValueError(f"{name} must have unit column stride (rows may be strided), got strides {x.stride()}")
+
+
+def _outputs(M: int, kout: int, qd: str, device, out) -> tuple[torch.Tensor, torch.Tensor]:
+    Mp = m_pad(M)
+    qt = _QTYPE[qd]
+    if out is None:
+        return (torch.empty(Mp, kout, dtype=qt, device=device),
+                torch.empty(Mp, dtype=torch.float32, device=device))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError("out must be a (q, scale) pair of tensors")
+    q, s = out
+    if q.shape != (Mp, kout) or q.dtype != qt or q.stride(1) != 1:
+        raise ValueError(f"out q must be [{Mp}, {kout}] {qt} with unit column stride, got "
+                         f"{tuple(q.shape)} {q.dtype} strides {q.stride()}")
+    if s.shape != (Mp,) or s.dtype != torch.float32 or not s.is_contiguous():
+        raise ValueError(f"out scale must be a contiguous float32 [{Mp}], got {tuple(s.shape)} {s.dtype}")
+    if q.device != device or s.device != device:
+        raise ValueError(f"out tensors must be on {device}, got {q.device} / {s.device}")
+    return q, s
+
+
+def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int = tk.PLAIN,
+          weight: torch.Tensor | None = None, eps: float = 0.0, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One launch of ``quant_kernel``.
+
+    producer PLAIN: x [M, K] is the activation. RMSNORM: x [M, K] and weight [K], eps > 0.
+    SILU_MUL: x = gate_up [M, 2I]; the activation is silu(gate) * up of I columns.
+    Returns (q [M_pad, gemm_k(K)], scale [M_pad]) with M_pad = ceil(M/16)*16.
+    """
+    check_x(x, "gate_up" if producer == tk.SILU_MUL else "x")
+    qd = qdtype if qdtype in _QMAX else parse_qdtype(qdtype)
+    p = pattern if pattern is None or isinstance(pattern, Pattern) else Pattern.parse(pattern)
+    M, cols = x.shape
+    inter = 0
+    if producer == tk.SILU_MUL:
+        if cols % 2:
+            raise ValueError(f"gate_up must have an even number of columns [gate | up], got {cols}")
+        inter = cols // 2
+        K = inter
+    else:
+        K = cols
+    if producer == tk.RMSNORM:
+        if weight is None or weight.dim() != 1 or weight.shape[0] != K or weight.dtype not in X_DTYPES:
+            raise ValueError(f"RMSNorm weight must be a 1-D float tensor of {K} values, got "
+                             f"{None if weight is None else (tuple(weight.shape), weight.dtype)}")
+        if weight.device != x.device or not weight.is_contiguous():
+            raise ValueError(f"RMSNorm weight must be contiguous and on {x.device}")
+        if K > RMS_MAX_K:
+            raise ValueError(f"RMSNorm supports K <= {RMS_MAX_K}, got {K}")
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"RMSNorm eps must be a positive finite number, got {eps!r}")
+    kout = out_k(K, p)
+    q, s = _outputs(M, kout, qd, x.device, out)
+    Mp = q.shape[0]
+    if Mp == 0:
+        return q, s
+    L = 0 if p is None or p.window == 4 else p.window  # 2:4 lifting is the identity
+    block_k = int(config["BLOCK_K"])
+    rows = int(config["ROWS"])
+    kernel = tk.quant_kernel_static if _SOFT else tk.quant_kernel
+    kernel[(triton_cdiv(Mp, rows),)](
+        x, weight if weight is not None else x, q, s,
+        M, Mp, K, kout, kout // 4, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
+        float(K), float(eps),
+        QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+        ONE_CHUNK=K <= block_k, BLOCK_K=block_k, BLOCK_W=int(config["BLOCK_W"]), ROWS=rows,
+        num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
+        enable_fp_fusion=False,
+    )
+    return q, s
+
+
+def dequant(acc: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, bias: torch.Tensor | None,
+            out_dtype: torch.dtype, config: dict, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One launch of ``dequant_kernel``: acc [M, N] (row stride may exceed N) -> out [M, N]."""
+    if not isinstance(acc, torch.Tensor) or acc.dim() != 2:
+        raise ValueError(f"acc must be a 2-D tensor [M, N], got {getattr(acc, 'shape', type(acc))}")
+    if acc.dtype not in ACC_DTYPES:
+        raise ValueError(f"acc must be int32, bfloat16, float16 or float32, got {acc.dtype}")
+    if acc.stride(1) != 1:
+        raise ValueError(f"acc must have unit column stride, got strides {acc.stride()}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"dequant out_dtype must be bfloat16 or float16, got {out_dtype}")
+    M, N = acc.shape
+    dev = acc.device
+    for name, t, n in (("scale_a", scale_a, M), ("scale_b", scale_b, N)):
+        if t.dim() != 1 or not t.dtype.is_floating_point or not t.is_contiguous() or t.device != dev:
+            raise ValueError(f"{name} must be a contiguous 1-D float tensor on {dev}, got "
+                             f"{tuple(t.shape)} {t.dtype} on {t.device}")
+    if scale_a.shape[0] < M or scale_b.shape[0] != N:
+        raise ValueError(f"scale shapes {tuple(scale_a.shape)}, {tuple(scale_b.shape)} do not fit acc {M}x{N}")
+    if bias is not None and (bias.shape != (N,) or not bias.dtype.is_floating_point or not bias.is_contiguous()
+                             or bias.device != dev):
+        raise ValueError(f"bias must be a contiguous float [{N}] on {dev}, got {tuple(bias.shape)} {bias.dtype}")
+    if out is None:
+        out = torch.empty(M, N, dtype=out_dtype, device=dev)
+    elif out.shape != (M, N) or out.dtype != out_dtype or out.stride(1) != 1 or out.device != dev:
+        raise ValueError(f"out must be [{M}, {N}] {out_dtype} with unit column stride on {dev}, got "
+                         f"{tuple(out.shape)} {out.dtype} strides {out.stride()}")
+    if M == 0 or N == 0:
+        return out
+    bm, bn = int(config["BLOCK_M"]), int(config["BLOCK_N"])
+    if triton_cdiv(N, bn) > 65535:  # CUDA's grid y limit
+        raise ValueError(f"dequant config BLOCK_N={bn} needs {triton_cdiv(N, bn)} column blocks for N={N}; "
+                         f"at most 65535: use a larger BLOCK_N")
+    tk.dequant_kernel[(triton_cdiv(M, bm), triton_cdiv(N, bn))](
+        acc, scale_a, scale_b, bias if bias is not None else scale_b, out, M, N, acc.stride(0), out.stride(0),
+        HAS_BIAS=bias is not None, SOFT=_SOFT, BLOCK_M=bm, BLOCK_N=bn,
+        num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
+        enable_fp_fusion=False,
+    )
+    return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["M_ALIGN", "m_pad", "out_k", "quant", "dequant"]

@@ -1,0 +1,252 @@
+"""The Triton kernels: per-token quant (+ lift, + fused RMSNorm or SiLU-and-mul producer) and
+dequant (+ bias). Launch them through ``slidesparse.kernels.launch``; the math they reproduce is in
+``slidesparse.quant`` (quantization) and ``slidesparse.kernels.reference`` (fused producers).
+
+Exactness notes (each cited step is one IEEE float32 operation, as in the torch references):
+* divisions use ``tl.math.div_rn`` (correctly rounded); Triton's ``/`` is approximate on NVIDIA GPUs;
+* INT8 rounding is the float32 "magic number" trick: for |v| <= 127, the bits of v + 1.5*2**23 hold
+  rint(v) (round half to even) in the low byte; the clamp sits between the multiply and this add, so no
+  FMA contraction can merge them (all launches also pass ``enable_fp_fusion=False``);
+* FP8 uses the hardware's round-to-nearest-even conversion after clamping to +-448;
+* every row offset is ``row.to(int64) * stride``: M*K and M*N exceed 2**31 at real shapes.
+
+``SOFT`` (constexpr) is True only under the Triton interpreter (TRITON_INTERPRET=1, CPU tests),
+whose float conversions are not IEEE: bf16 -> fp32 mishandles subnormals, fp32 -> bf16 truncates,
+fp32 -> fp8 rounds half away and can overflow the mantissa. The soft path does these conversions on
+the bits instead (exact), and uses ``tl.exp`` (numpy) where the GPU uses libdevice's expf, which the
+interpreter cannot call. On the GPU, ``SOFT`` is False and the plain conversions are used.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+PLAIN, RMSNORM, SILU_MUL = 0, 1, 2  # PRODUCER values: what the quantized row is made of
+
+
+@triton.jit
+def _f32(v, SOFT: tl.constexpr):
+    """Any float (or int32) tensor -> float32 (exact for floats)."""
+    if SOFT:
+        if v.dtype == tl.bfloat16:
+            r = (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+        else:
+            r = v.to(tl.float32)
+    else:
+        r = v.to(tl.float32)
+    return r
+
+
+@triton.jit
+def _store_f32(ptrs, y, mask, SOFT: tl.constexpr):
+    """Store float32 ``y`` into ``ptrs`` (bf16 / fp16 / fp32), one round-to-nearest-even cast."""
+    if SOFT:
+        if ptrs.dtype.element_ty == tl.bfloat16:
+            bits = y.to(tl.uint32, bitcast=True)
+            bits = bits + 0x7FFF + ((bits >> 16) & 1)
+            tl.store(ptrs, (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+        else:
+            tl.store(ptrs, y.to(ptrs.dtype.element_ty), mask=mask)
+    else:
+        tl.store(ptrs, y.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _quantize(v, QFP8: tl.constexpr, SOFT: tl.constexpr):
+    """v = h * inv (float32) -> int8 (clamp +-127, rint half-even) or e4m3 (clamp +-448, RNE)."""
+    if QFP8:
+        v = tl.minimum(tl.maximum(v, -448.0), 448.0)
+        if SOFT:
+            # Round |v| to the e4m3 grid by adding 1.5 * 2**(exponent-of-the-grid + 23): the float32
+            # add then rounds to a multiple of the e4m3 quantum (ties to even). Below 2**-6 the
+            # quantum stays 2**-9 (subnormals). The exact result then converts without rounding.
+            bits = v.to(tl.int32, bitcast=True)
+            mag_bits = bits & 0x7FFFFFFF
+            e = tl.maximum(mag_bits >> 23, 121)
+            magic = (((e + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
+            r = (mag_bits.to(tl.float32, bitcast=True) + magic) - magic
+            r_bits = r.to(tl.int32, bitcast=True) | (bits ^ mag_bits)
+            q = r_bits.to(tl.float32, bitcast=True).to(tl.float8e4nv)
+        else:
+            q = v.to(tl.float8e4nv, fp_downcast_rounding="rtne")
+    else:
+        v = tl.minimum(tl.maximum(v, -127.0), 127.0)
+        q = (v + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
+    return q
+
+
+@triton.jit
+def _produce(x_rows, offs, mask, w_ptr, rstd, inter, PRODUCER: tl.constexpr, SOFT: tl.constexpr):
+    """The float32 value h at columns ``offs`` of the rows ``x_rows`` points at (0 where ``mask`` is
+    False). ``x_rows`` and ``rstd`` carry the row dimension (size 1 elsewhere), ``offs`` the columns."""
+    if PRODUCER == 1:  # RMSNorm: (x * rstd) * w
+        x = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
+        w = _f32(tl.load(w_ptr + offs, mask=offs < inter, other=0.0), SOFT)
+        h = (x * rstd) * w
+    elif PRODUCER == 2:  # SiLU(gate) * up; gate = columns [0, I), up = [I, 2I)
+        g = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
+        u = _f32(tl.load(x_rows + inter + offs, mask=mask, other=0.0), SOFT)
+        if SOFT:
+            e = tl.exp(-g)
+        else:
+            e = libdevice.exp(-g)
+        h = tl.math.div_rn(g, 1.0 + e) * u
+    else:
+        h = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
+    return h
+
+
+@triton.jit
+def _quant_rows(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+):
+    """A tile of ROWS rows, [pid*ROWS, pid*ROWS + ROWS), of q [M_PAD, KOUT] and scale [M_PAD].
+
+    Rows >= M read as zeros (q = 0, scale = ABSMAX_FLOOR / QMAX: what the reference gives a zero row),
+    so every output element is written. Columns: L == 0 -> q[:, j] from column j (zero for j >= K);
+    L > 0 -> the lifted layout: slid column 4*win + lane reads g*L + 2*w + lane with
+    g = win // (L/2 - 1), w = win % (L/2 - 1), zero where that is >= K.
+    For RMSNORM, ``inter`` is K (the weight's length); for SILU_MUL it is I (where `up` starts).
+    """
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    live = (rows < M)[:, None]
+    rows64 = rows.to(tl.int64)
+    x_rows = x_ptr + rows64[:, None] * stride_xm          # [ROWS, 1]
+    offs_k = tl.arange(0, BLOCK_K)[None, :]                 # [1, BLOCK_K]
+
+    if PRODUCER == 1:  # pass 0: rstd from the fixed-point sum of squares (reference.sum_squares)
+        if ONE_CHUNK:
+            x_all = _f32(tl.load(x_rows + offs_k, mask=live & (offs_k < K), other=0.0), SOFT)
+            amx = tl.max(tl.abs(x_all), axis=1)
+        else:
+            accx = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                offs = k0 + offs_k
+                accx = tl.maximum(accx, tl.abs(_f32(tl.load(x_rows + offs, mask=live & (offs < K), other=0.0), SOFT)))
+            amx = tl.max(accx, axis=1)
+        t = tl.minimum(tl.maximum(148 - tl.maximum(amx.to(tl.int32, bitcast=True) >> 23, 1), -126), 126)
+        up = ((t + 127) << 23).to(tl.float32, bitcast=True)[:, None]
+        down = ((127 - t) << 23).to(tl.float32, bitcast=True)
+        if ONE_CHUNK:
+            xs = x_all * up
+            ssq = tl.sum((xs * xs).to(tl.int64), axis=1)
+        else:
+            acc64 = tl.zeros([ROWS, BLOCK_K], dtype=tl.int64)
+            for k0 in range(0, K, BLOCK_K):
+                offs = k0 + offs_k
+                xs = _f32(tl.load(x_rows + offs, mask=live & (offs < K), other=0.0), SOFT) * up
+                acc64 = acc64 + (xs * xs).to(tl.int64)
+            ssq = tl.sum(acc64, axis=1)
+        ms = tl.math.div_rn((ssq.to(tl.float32) * down) * down, kf)
+        rstd = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), tl.math.sqrt_rn(ms + eps))[:, None]
+    else:
+        rstd = tl.full([ROWS, 1], 1.0, tl.float32)
+
+    # pass 1: absmax of h over each row
+    if ONE_CHUNK:
+        if PRODUCER == 1:  # x is already in registers
+            h_all = (x_all * rstd) * _f32(tl.load(w_ptr + offs_k, mask=offs_k < K, other=0.0), SOFT)
+        else:
+            h_all = _produce(x_rows, offs_k, live & (offs_k < K), w_ptr, rstd, inter, PRODUCER, SOFT)
+        amax = tl.max(tl.abs(h_all), axis=1)
+    else:
+        accm = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs = k0 + offs_k
+            h = _produce(x_rows, offs, live & (offs < K), w_ptr, rstd, inter, PRODUCER, SOFT)
+            accm = tl.maximum(accm, tl.abs(h))
+        amax = tl.max(accm, axis=1)
+    amax = tl.maximum(amax, FLOOR)
+    inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
+    tl.store(s_ptr + rows, tl.math.div_rn(amax, tl.full([ROWS], QMAX, tl.float32)), mask=rows < M_PAD)
+
+    # pass 2: quantize (and lift) into q, written in contiguous chunks
+    keep = (rows < M_PAD)[:, None]
+    q_rows = q_ptr + rows64[:, None] * stride_qm            # [ROWS, 1]
+    if L == 0:
+        if ONE_CHUNK:
+            tl.store(q_rows + offs_k, _quantize(h_all * inv[:, None], QFP8, SOFT), mask=keep & (offs_k < KOUT))
+        else:
+            for j0 in range(0, KOUT, BLOCK_K):
+                offs = j0 + offs_k
+                h = _produce(x_rows, offs, live & (offs < K), w_ptr, rstd, inter, PRODUCER, SOFT)
+                tl.store(q_rows + offs, _quantize(h * inv[:, None], QFP8, SOFT), mask=keep & (offs < KOUT))
+    else:
+        NW: tl.constexpr = L // 2 - 1
+        lane = tl.arange(0, 4)[None, None, :]              # [1, 1, 4]
+        offs_w = tl.arange(0, BLOCK_W)[None, :, None]      # [1, BLOCK_W, 1]
+        x_rows3 = x_rows[:, :, None]
+        q_rows3 = q_rows[:, :, None]
+        live3 = live[:, :, None]
+        keep3 = keep[:, :, None]
+        rstd3 = rstd[:, :, None]
+        inv3 = inv[:, None, None]
+        for w0 in range(0, NWIN, BLOCK_W):
+            win = w0 + offs_w
+            g = win // NW
+            src = (g * L + 2 * (win - g * NW)) + lane     # [1, BLOCK_W, 4]
+            h = _produce(x_rows3, src, live3 & (src < K), w_ptr, rstd3, inter, PRODUCER, SOFT)
+            dst = win * 4 + lane
+            tl.store(q_rows3 + dst, _quantize(h * inv3, QFP8, SOFT), mask=keep3 & (dst < KOUT))
+
+
+@triton.jit
+def quant_kernel(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+):
+    """The GPU entry: K, KOUT, NWIN are run-time values (one compiled variant serves every K)."""
+    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, BLOCK_K, BLOCK_W, ROWS)
+
+
+@triton.jit
+def quant_kernel_static(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K: tl.constexpr, KOUT: tl.constexpr, NWIN: tl.constexpr, stride_xm, stride_qm, inter, kf, eps,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+):
+    """The interpreter entry: the loop bounds are constexpr because the Triton 3.6 interpreter
+    cannot take a run-time value as a ``range`` bound with numpy >= 2.4 (int() of a 1-element
+    array is an error there). Same body as ``quant_kernel``."""
+    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, BLOCK_K, BLOCK_W, ROWS)
+
+
+@triton.jit
+def dequant_kernel(
+    acc_ptr, sa_ptr, sb_ptr, bias_ptr, out_ptr, M, N, stride_am, stride_om,
+    HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out[m, n] = cast((acc[m, n] * sa[m]) * sb[n] (+ bias[n])), all in float32, one final cast."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < M
+    cmask = cols < N
+    mask = rmask[:, None] & cmask[None, :]
+    rows64 = rows.to(tl.int64)
+    a = _f32(tl.load(acc_ptr + rows64[:, None] * stride_am + cols[None, :], mask=mask, other=0), SOFT)
+    sa = _f32(tl.load(sa_ptr + rows, mask=rmask, other=0.0), SOFT)
+    sb = _f32(tl.load(sb_ptr + cols, mask=cmask, other=0.0), SOFT)
+    y = (a * sa[:, None]) * sb[None, :]
+    if HAS_BIAS:
+        y = y + _f32(tl.load(bias_ptr + cols, mask=cmask, other=0.0), SOFT)[None, :]
+    _store_f32(out_ptr + rows64[:, None] * stride_om + cols[None, :], y, mask, SOFT)
+
+
+def interpreted() -> bool:
+    """True when the kernels run under the Triton interpreter (decided when this module was imported)."""
+    from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
+
+    return isinstance(quant_kernel, InterpretedFunction)

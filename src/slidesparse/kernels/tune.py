@@ -1,0 +1,170 @@
+"""Tuning the Triton kernels' launch configs on the GPU: time candidates, keep the fastest per
+(K, M bucket), save them to ``<search_dir>/<hwtag>/kernels.json`` (see ``configs``).
+
+Every candidate's output is compared bit for bit with the default config's output on the same
+input before its time counts (the kernels are exact, so any difference is a bug, not noise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..pattern import Pattern
+from ..quant import torch_qdtype
+from . import launch
+from . import triton_kernels as tk
+from .configs import (
+    DEFAULT_SEARCH_DIR, FILENAME, KERNELS, QUANT_KERNELS, default_config, entry_key, norm_dtype, save_entries,
+    validate_config,
+)
+from .timing import require_cuda, rotation_sets, time_us
+
+_PRODUCER = {"quant": tk.PLAIN, "rmsnorm_quant": tk.RMSNORM, "silu_mul_quant": tk.SILU_MUL}
+_ACC_TORCH = {"int32": torch.int32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
+    """A small grid around what the defaults pick (the default itself always included)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+    out = [default_config(kernel, K, None if kernel == "dequant" else "int8", pattern)]
+    if kernel == "dequant":
+        for bm, bn, nw in ((8, 256, 4), (16, 256, 4), (32, 256, 8), (16, 512, 4), (8, 1024, 4), (32, 128, 4),
+                           (64, 128, 8), (4, 1024, 4), (1, 1024, 4)):
+            out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": nw, "num_stages": 1})
+    else:
+        lifted = pattern is not None and Pattern.parse(pattern).window != 4
+        np2 = 1 << max(5, (int(K) - 1).bit_length())
+        for bk in sorted({b for b in (np2, 2048, 4096, 8192, 16384, 32768) if 2048 <= b <= max(np2, 2048)}):
+            for nw in ((8, 16) if bk >= 32768 else (4, 8)):
+                per_thread = bk // (32 * nw)
+                if not 4 <= per_thread <= 128:
+                    continue
+                for bw in ((256, 1024) if lifted else (256,)):
+                    out.append({"BLOCK_K": bk, "BLOCK_W": bw, "ROWS": 1, "num_warps": nw, "num_stages": 1})
+        if K <= 4096:
+            out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
+    seen, uniq = set(), []
+    for c in out:
+        key = tuple(sorted(c.items()))
+        if key not in seen:
+            seen.add(key)
+            uniq.append(validate_config(kernel, c))
+    return uniq
+
+
+def _quant_case(kernel: str, K: int, M: int, qdtype: str, pattern, device, n_sets: int | None):
+    prod = _PRODUCER[kernel]
+    cols = 2 * K if prod == tk.SILU_MUL else K
+    p = None if pattern is None else Pattern.parse(pattern)
+    kout = launch.out_k(K, p)
+    mp = launch.m_pad(M)
+    nbytes = M * cols * 2 + mp * (kout + 4)
+    n = n_sets or rotation_sets(nbytes, device)
+    gen = torch.Generator(device=device).manual_seed(1234 + K + M)
+    xs = [torch.randn(M, cols, device=device, generator=gen).to(torch.bfloat16) for _ in range(n)]
+    w = (torch.rand(K, device=device, generator=gen) + 0.5).to(torch.bfloat16)
+    outs = [(torch.empty(mp, kout, dtype=torch_qdtype(qdtype), device=device),
+             torch.empty(mp, dtype=torch.float32, device=device)) for _ in range(n)]
+
+    def run(cfg: dict, i: int):
+        return launch.quant(xs[i], qdtype, pattern, cfg, producer=prod, weight=w, eps=1e-6, out=outs[i])
+
+    def result(i: int):
+        return tuple(t.view(torch.uint8).clone() if t.dtype.itemsize == 1 else t.clone() for t in outs[i])
+
+    return run, result, n
+
+
+def _dequant_case(N: int, M: int, acc_name: str, device, n_sets: int | None):
+    acc_dt = _ACC_TORCH[acc_name]
+    nbytes = M * N * (acc_dt.itemsize + 2)
+    n = n_sets or rotation_sets(nbytes, device)
+    gen = torch.Generator(device=device).manual_seed(4321 + N + M)
+    if acc_dt == torch.int32:
+        accs = [torch.randint(-2**20, 2**20, (M, N), device=device, dtype=torch.int32, generator=gen) for _ in range(n)]
+    else:
+        accs = [(torch.randn(M, N, device=device, generator=gen) * 100).to(acc_dt) for _ in range(n)]
+    sa = torch.rand(M, device=device, generator=gen) * 1e-2
+    sb = torch.rand(N, device=device, generator=gen) * 1e-2
+    bias = torch.randn(N, device=device, generator=gen)
+    outs = [torch.empty(M, N, dtype=torch.bfloat16, device=device) for _ in range(n)]
+
+    def run(cfg: dict, i: int):
+        return launch.dequant(accs[i], sa, sb, bias, torch.bfloat16, cfg, out=outs[i])
+
+    def result(i: int):
+        return (outs[i].clone(),)
+
+    return run, result, n
+
+
+def tune_kernel(kernel: str, shapes, m_list, dtype, pattern=None, *, candidates: list[dict] | None = None,
+                search_dir: Path | str = DEFAULT_SEARCH_DIR, hwtag: str | None = None, save: bool = True,
+                warmup: int = 5, reps: int = 30, log: Callable[[str], None] | None = print) -> dict:
+    """Time candidate configs of ``kernel`` for each K in ``shapes`` (N for dequant; I for
+    silu_mul_quant) and M in ``m_list``; return ``{entry key: [{"m", "config", "us"}, ...]}`` and,
+    with ``save``, merge it into ``<search_dir>/<hwtag>/kernels.json``.
+
+    ``dtype``: int8|fp8 for the quant kernels, the accumulator dtype (int32|bf16|fp16|fp32) for
+    dequant. ``candidates`` defaults to :func:`candidate_configs` per K.
+    """
+    device = require_cuda()
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+    dt = norm_dtype(kernel, dtype)
+    if kernel == "dequant" and pattern is not None:
+        raise ValueError("dequant has no sparsity pattern; pass pattern=None")
+    Ks = [int(k) for k in shapes]
+    Ms = sorted({int(m) for m in m_list})
+    if not Ks or not Ms or min(Ks) < 1 or min(Ms) < 1:
+        raise ValueError(f"need positive shapes and M values, got shapes={list(shapes)}, m_list={list(m_list)}")
+    if candidates is not None:
+        candidates = [validate_config(kernel, c, "candidate") for c in candidates]
+    if hwtag is None:
+        from ..hw import hardware_tag  # noqa: PLC0415
+
+        hwtag = hardware_tag()
+    found: dict[str, list[dict]] = {}
+    for K in Ks:
+        key = entry_key(kernel, K, dt, pattern)
+        cands = candidates or candidate_configs(kernel, K, pattern)
+        base = default_config(kernel, K, dt, pattern)
+        for M in Ms:
+            if kernel in QUANT_KERNELS:
+                run, result, n = _quant_case(kernel, K, M, dt, pattern, device, None)
+            else:
+                run, result, n = _dequant_case(K, M, dt, device, None)
+            run(base, 0)
+            want = result(0)
+            best = None
+            for cfg in cands:
+                try:
+                    run(cfg, 0)
+                    got = result(0)
+                except Exception as e:  # noqa: BLE001 - a config the compiler rejects is skipped, said so
+                    if log:
+                        log(f"  skip {key} M={M} {cfg}: {type(e).__name__}: {str(e)[:200]}")
+                    continue
+                if any(not torch.equal(a, b) for a, b in zip(got, want)):
+                    raise RuntimeError(f"{key} M={M}: config {cfg} gives a different result than the default "
+                                       f"config {base}; the kernel is wrong for this config")
+                t = time_us(lambda i, c=cfg: run(c, i), n, warmup, reps)
+                if best is None or t < best[0]:
+                    best = (t, cfg)
+            if best is None:
+                raise RuntimeError(f"{key} M={M}: no candidate config could run (see the skipped ones above)")
+            found.setdefault(key, []).append({"m": M, "config": best[1], "us": round(best[0], 3)})
+            if log:
+                log(f"{key} M={M}: {best[0]:.1f} us  {best[1]}")
+            del run, result
+            torch.cuda.empty_cache()
+    if save:
+        path = Path(search_dir) / hwtag / FILENAME
+        save_entries(path, found, hwtag)
+        if log:
+            log(f"saved {sum(len(v) for v in found.values())} buckets to {path}")
+    return found

@@ -1,0 +1,546 @@
+"""Triton kernels vs the torch references, under the Triton interpreter on the CPU (conftest sets
+TRITON_INTERPRET=1 without CUDA): bit-exact INT8 and FP8, every window L = 4..16, ragged K, odd M,
+special rows, poisoned outputs, dequant variants, the fused producers, and the launch-config data.
+
+Grids are tiny (the interpreter runs each program in Python); the launch configs below put all rows
+of a case in one or two programs.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from slidesparse.kernels import configs as C
+from slidesparse.kernels import launch
+from slidesparse.kernels import reference as R
+from slidesparse.kernels import triton_kernels as tk
+from slidesparse.ops import ReferenceOps
+from slidesparse.pattern import Pattern
+from slidesparse.quant import ABSMAX_FLOOR, dequant, qmax, torch_qdtype
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # exp(-g) -> inf on purpose
+
+FP8 = torch.float8_e4m3fn
+WINDOWS = [4, 6, 8, 10, 12, 14, 16]
+ONE = {"BLOCK_K": 256, "BLOCK_W": 64, "ROWS": 16, "num_warps": 4}      # one chunk per row (K <= 256)
+CHUNKED = {"BLOCK_K": 32, "BLOCK_W": 8, "ROWS": 8, "num_warps": 4}     # several chunks per row
+REF = ReferenceOps()
+
+
+def np_exp(t: torch.Tensor) -> torch.Tensor:
+    """The interpreter evaluates tl.exp with numpy; the GPU kernel uses CUDA's expf."""
+    return torch.from_numpy(np.exp(t.numpy()))
+
+
+def u8(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.uint8) if t.dtype.itemsize == 1 else t
+
+
+def poisoned(M: int, kout: int, qd: str):
+    mp = launch.m_pad(M)
+    q = torch.full((mp, kout), 0x5A, dtype=torch.uint8).view(torch_qdtype(qd))
+    return q, torch.full((mp,), float("nan"))
+
+
+def zero_row_scale(qd: str) -> torch.Tensor:
+    return torch.full((1,), ABSMAX_FLOOR) / torch.full((1,), qmax(qd))
+
+
+def assert_quant(q, s, qr, sr, M, what=""):
+    assert q.shape[0] == launch.m_pad(M) and q.shape[1] == qr.shape[1], what
+    diff = (u8(q[:M]) != u8(qr)).nonzero()
+    assert diff.numel() == 0, f"{what}: q differs at {diff[:5].tolist()} ({diff.shape[0]} elements)"
+    assert torch.equal(s[:M], sr), f"{what}: scales differ at {(s[:M] != sr).nonzero().flatten().tolist()}"
+    qd = "fp8" if q.dtype == FP8 else "int8"
+    assert bool((u8(q[M:]) == 0).all()), f"{what}: padding rows not zero"
+    assert bool((s[M:] == zero_row_scale(qd)).all()), f"{what}: padding scales are not the zero-row scale"
+
+
+def rand_x(M, K, dtype, seed, scale=4.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(M, K, generator=g) * scale).to(dtype)
+
+
+def run_quant(x, qd, pattern, cfg, **kw):
+    p = None if pattern is None else Pattern.parse(pattern)
+    kout = launch.out_k(x.shape[1] // (2 if kw.get("producer") == tk.SILU_MUL else 1), p)
+    q, s = poisoned(x.shape[0], kout, qd)
+    launch.quant(x, qd, p, cfg, out=(q, s), **kw)
+    return q, s
+
+
+# --- plain quant -------------------------------------------------------------------------------
+@pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("K", [1, 37, 200])
+def test_quant_matches_reference(K, qd, xdtype):
+    x = rand_x(5, K, xdtype, seed=K)
+    q, s = run_quant(x, qd, None, ONE)
+    qr, sr = REF.quant(x, qd, None)
+    assert_quant(q, s, qr, sr, 5, f"K={K} {qd} {xdtype}")
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "2_8", "2_10"])
+@pytest.mark.parametrize("rows", [1, 2, 8])
+def test_quant_chunked_path(pattern, qd, rows):
+    """Rows longer than BLOCK_K (the looping passes), several rows per program or one."""
+    x = rand_x(11, 200, torch.bfloat16, seed=rows)
+    q, s = run_quant(x, qd, pattern, {**CHUNKED, "ROWS": rows})
+    qr, sr = REF.quant(x, qd, None if pattern is None else Pattern.parse(pattern))
+    assert_quant(q, s, qr, sr, 11, f"{pattern} rows={rows}")
+
+
+@pytest.mark.parametrize("M", [1, 33])
+def test_quant_m_one_and_odd_m(M):
+    x = rand_x(M, 70, torch.bfloat16, seed=M)
+    for qd in ("int8", "fp8"):
+        q, s = run_quant(x, qd, "2_6", ONE)
+        qr, sr = REF.quant(x, qd, Pattern.parse("2_6"))
+        assert_quant(q, s, qr, sr, M, f"M={M} {qd}")
+
+
+# --- lifting -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("L", WINDOWS)
+def test_quant_lift_every_window(L, qd):
+    for K in (37, 200):  # ragged: K is not a multiple of L (or 32)
+        x = rand_x(3, K, torch.bfloat16, seed=L * K)
+        q, s = run_quant(x, qd, f"2_{L}", ONE)
+        qr, sr = REF.quant(x, qd, Pattern(L))
+        assert_quant(q, s, qr, sr, 3, f"L={L} K={K} {qd}")
+
+
+def test_lift_layout_is_slide_index():
+    """Every slid column holds the input column slide_index names (the kernel's own index math)."""
+    from slidesparse.sparsify import slide_index
+
+    K = 45
+    x = torch.arange(1, K + 1, dtype=torch.float32)[None, :].repeat(2, 1)
+    x[:, -1] = 127  # absmax 127: inv = 1, q equals x exactly
+    for L in WINDOWS:
+        q, _ = run_quant(x, "int8", f"2_{L}", ONE)
+        idx = slide_index(K, Pattern(L))
+        want = torch.where(idx >= 0, x[0, idx.clamp_min(0)], torch.zeros(())).to(torch.int8)
+        assert torch.equal(q[0], want), f"L={L}"
+
+
+# --- special values ------------------------------------------------------------------------------
+def special_rows(dtype):
+    K = 48
+    x = torch.randn(8, K, generator=torch.Generator().manual_seed(7)) * 3
+    x[0] = 0                                    # all zero: q = 0, scale = floor / QMAX
+    x[1] = x[1] * 1e-30                         # tiny (bf16 subnormals for some)
+    x[2, :8] = 1e4                              # huge next to ordinary values
+    x[3] = -0.0                                 # negative zeros
+    x[4] = torch.linspace(-1, 1, K)             # exact ties at some elements
+    x[5] = 2.0 ** -110                          # a constant row below the absmax floor... above it
+    x[6, 5] = 3.0e38 if dtype != torch.float16 else 6.0e4
+    x[7] = 1.0
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float32, torch.float16])
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "2_6"])
+def test_quant_special_rows(pattern, qd, xdtype):
+    x = special_rows(xdtype)
+    q, s = run_quant(x, qd, pattern, ONE)
+    qr, sr = REF.quant(x, qd, None if pattern is None else Pattern.parse(pattern))
+    assert_quant(q, s, qr, sr, x.shape[0], f"{pattern} {qd} {xdtype}")
+    assert bool(torch.isfinite(s).all())
+
+
+def test_int8_rounding_ties_to_even():
+    """absmax 127 makes inv exactly 1, so q = rint(x): every k + 0.5 tie in [-127, 127]."""
+    ties = torch.arange(-127, 127, dtype=torch.float32) + 0.5
+    x = torch.cat([ties, torch.tensor([127.0, -127.0, 0.25, -0.75])])[None, :]
+    q, s = run_quant(x, "int8", None, {**ONE, "BLOCK_K": 512})
+    assert float(s[0]) == 1.0
+    assert torch.equal(q[0, :x.shape[1]], torch.round(x[0]).to(torch.int8))  # torch.round: half to even
+
+
+def test_fp8_rounding_every_midpoint():
+    """absmax 448 makes inv exactly 1, so q = e4m3(x): all representable values, every midpoint
+    between neighbours (ties to even, subnormals included) and values just beside the midpoints."""
+    vals = torch.arange(0, 256, dtype=torch.int32).to(torch.uint8).view(FP8).float()
+    pos = torch.unique(vals[torch.isfinite(vals) & (vals >= 0)])
+    mids = (pos[1:] + pos[:-1]) / 2
+    near = torch.cat([torch.nextafter(mids, torch.zeros(())), torch.nextafter(mids, torch.full((), 1e9))])
+    v = torch.cat([pos, mids, near, torch.tensor([1e-12, 2.0 ** -10, 3 * 2.0 ** -11])])
+    x = torch.cat([v, -v, torch.tensor([448.0])])[None, :]
+    q, s = run_quant(x, "fp8", None, {**ONE, "BLOCK_K": 2048})
+    assert float(s[0]) == 1.0
+    assert torch.equal(u8(q[0, :x.shape[1]]), u8(x[0].to(FP8)))
+
+
+# --- outputs and argument checks -----------------------------------------------------------------
+def test_quant_allocates_when_no_out():
+    x = rand_x(3, 40, torch.bfloat16, seed=3)
+    q, s = launch.quant(x, "fp8", None, ONE)
+    assert q.shape == (16, 64) and q.dtype == FP8 and s.shape == (16,)
+    qr, sr = REF.quant(x, "fp8", None)
+    assert_quant(q, s, qr, sr, 3)
+
+
+def test_quant_empty_batch():
+    q, s = launch.quant(torch.zeros(0, 40, dtype=torch.bfloat16), "int8", "2_8", ONE)
+    assert q.shape == (0, Pattern(8).slid_k(40)) and s.shape == (0,)
+
+
+def test_quant_strided_rows():
+    big = rand_x(4, 300, torch.bfloat16, seed=5)
+    x = big[:, 20:220]  # row stride 300, unit column stride
+    q, s = run_quant(x, "int8", "2_8", ONE)
+    qr, sr = REF.quant(x.contiguous(), "int8", Pattern(8))
+    assert_quant(q, s, qr, sr, 4)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: launch.quant(torch.zeros(4), "int8", None, ONE), "2-D"),
+    (lambda: launch.quant(torch.zeros(2, 4, dtype=torch.int32), "int8", None, ONE), "bfloat16, float16 or float32"),
+    (lambda: launch.quant(torch.zeros(2, 0), "int8", None, ONE), "K = 0"),
+    (lambda: launch.quant(torch.zeros(4, 2).t(), "int8", None, ONE), "unit column stride"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int4", None, ONE), "int8, fp8"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", "3:8", ONE), "pattern"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE, out=(torch.zeros(16, 32, dtype=torch.int8),)),
+     "pair"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE,
+                          out=(torch.zeros(16, 64, dtype=torch.int8), torch.zeros(16))), r"\[16, 32\]"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE,
+                          out=(torch.zeros(16, 32, dtype=FP8), torch.zeros(16))), "int8"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE,
+                          out=(torch.zeros(16, 32, dtype=torch.int8), torch.zeros(2))), "scale"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE, producer=tk.RMSNORM, weight=torch.ones(3),
+                          eps=1e-6), "weight"),
+    (lambda: launch.quant(torch.zeros(2, 4), "int8", None, ONE, producer=tk.RMSNORM, weight=torch.ones(4),
+                          eps=0.0), "eps"),
+    (lambda: launch.quant(torch.zeros(2, 5), "int8", None, ONE, producer=tk.SILU_MUL), "even number"),
+])
+def test_quant_argument_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
+
+
+# --- dequant -------------------------------------------------------------------------------------
+DQ = {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4}
+
+
+@pytest.mark.parametrize("acc_dtype", [torch.int32, torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+def test_dequant_matches_reference(acc_dtype, with_bias, out_dtype):
+    g = torch.Generator().manual_seed(11)
+    M, N = 21, 100
+    if acc_dtype == torch.int32:
+        buf = torch.randint(-2**24, 2**24, (M + 3, N + 28), generator=g, dtype=torch.int32)
+    else:
+        buf = (torch.randn(M + 3, N + 28, generator=g) * 1000).to(acc_dtype)
+    acc = buf[:M, 5:5 + N]  # strided: a slice of a padded buffer
+    sa = torch.rand(M + 11, generator=g) * 1e-2  # longer than M (the quant kernel's M_pad scales)
+    sb = torch.rand(N, generator=g) * 1e-2
+    bias = (torch.randn(N, generator=g) * 10).to(torch.bfloat16) if with_bias else None
+    out = torch.full((M, N), float("nan"), dtype=out_dtype)
+    launch.dequant(acc, sa, sb, bias, out_dtype, DQ, out=out)
+    assert torch.equal(out, dequant(acc, sa, sb, bias, out_dtype))
+
+
+def test_dequant_rounds_to_nearest_even_in_bf16():
+    """Values whose float32 result sits exactly between two bf16 numbers (the interpreter's own
+    conversion truncates; the kernel rounds the bits itself there)."""
+    ties = [(2 * m + 1) * 2**14 for m in range(128, 256)]  # in [2**22, 2**23): bf16 spacing 2**15
+    acc = torch.tensor([ties + [t + 1 for t in ties] + [t - 1 for t in ties]], dtype=torch.int32)
+    sa, sb = torch.ones(1), torch.ones(acc.shape[1])
+    out = launch.dequant(acc, sa, sb, None, torch.bfloat16, DQ)
+    assert torch.equal(out, acc.float().to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: launch.dequant(torch.zeros(4, dtype=torch.int32), torch.ones(4), torch.ones(4), None,
+                            torch.bfloat16, DQ), "2-D"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int8), torch.ones(4), torch.ones(4), None,
+                            torch.bfloat16, DQ), "int32"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int32), torch.ones(3), torch.ones(4), None,
+                            torch.bfloat16, DQ), "do not fit"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int32), torch.ones(4), torch.ones(5), None,
+                            torch.bfloat16, DQ), "do not fit"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int32), torch.ones(4), torch.ones(4), torch.ones(3),
+                            torch.bfloat16, DQ), "bias"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int32), torch.ones(4), torch.ones(4), None,
+                            torch.float32, DQ), "out_dtype"),
+    (lambda: launch.dequant(torch.zeros(4, 4, dtype=torch.int32), torch.ones(4), torch.ones(4), None,
+                            torch.bfloat16, DQ, out=torch.zeros(4, 5, dtype=torch.bfloat16)), "out must be"),
+])
+def test_dequant_argument_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
+
+
+# --- fused producers -------------------------------------------------------------------------------
+def test_sum_squares_is_order_free_and_accurate():
+    x = rand_x(6, 300, torch.float32, seed=2) * torch.logspace(-15, 15, 6)[:, None]
+    s = R.sum_squares(x)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s, R.sum_squares(x[:, perm]))
+    exact = (x.double() ** 2).sum(1)
+    assert torch.allclose(s.double(), exact, rtol=1e-6, atol=0)
+    assert torch.equal(R.sum_squares(torch.zeros(2, 9)), torch.zeros(2))
+
+
+@pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "2_8"])
+@pytest.mark.parametrize("cfg", [ONE, CHUNKED], ids=["one-chunk", "chunked"])
+def test_rmsnorm_quant_matches_reference(cfg, pattern, qd, xdtype):
+    x = special_rows(xdtype)[:, :45] if xdtype != torch.float32 else rand_x(8, 45, xdtype, seed=9)
+    x = torch.cat([x, rand_x(3, 45, xdtype, seed=1) * torch.tensor([[1e-3], [1.0], [1e3]]).to(xdtype)])
+    w = (torch.rand(45, generator=torch.Generator().manual_seed(4)) + 0.5).to(xdtype)
+    q, s = run_quant(x, qd, pattern, cfg, producer=tk.RMSNORM, weight=w, eps=1e-6)
+    qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, None if pattern is None else Pattern.parse(pattern))
+    assert_quant(q, s, qr, sr, x.shape[0], f"{pattern} {qd} {xdtype}")
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "2_6", "2_10"])
+@pytest.mark.parametrize("cfg", [ONE, CHUNKED], ids=["one-chunk", "chunked"])
+def test_silu_mul_quant_matches_reference(cfg, pattern, qd):
+    gu = rand_x(7, 2 * 70, torch.bfloat16, seed=13, scale=6.0)
+    gu[2] = 0
+    gu[3, :70] = -100.0  # exp(-g) overflows to inf: silu -> -0
+    q, s = run_quant(gu, qd, pattern, cfg, producer=tk.SILU_MUL)
+    qr, sr = R.silu_mul_quant_ref(gu, qd, None if pattern is None else Pattern.parse(pattern), exp=np_exp)
+    assert_quant(q, s, qr, sr, 7, f"{pattern} {qd}")
+
+
+def test_reference_argument_errors():
+    with pytest.raises(ValueError, match="weight"):
+        R.rmsnorm_f32(torch.zeros(2, 4), torch.ones(3), 1e-6)
+    with pytest.raises(ValueError, match="even"):
+        R.silu_mul_f32(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="2-D"):
+        R.silu_mul_f32(torch.zeros(4))
+    with pytest.raises(ValueError, match="K <="):
+        R.sum_squares(torch.zeros(1, R.RMS_MAX_K + 1))
+
+
+# --- TritonOps ------------------------------------------------------------------------------------
+def test_triton_ops_interface(tmp_path):
+    from slidesparse.kernels import TritonOps
+
+    ops = TritonOps(search_dir=tmp_path, hwtag="TEST")  # no kernels.json there: defaults
+    x = rand_x(5, 64, torch.bfloat16, seed=21)
+    q, s = ops.quant(x, "int8", Pattern(6))
+    qr, sr = REF.quant(x, "int8", Pattern(6))
+    assert_quant(q, s, qr, sr, 5)
+    acc = torch.randint(-1000, 1000, (5, 40), dtype=torch.int32)
+    sb = torch.rand(40)
+    assert torch.equal(ops.dequant(acc, s, sb, None, torch.bfloat16), dequant(acc, s, sb, None, torch.bfloat16))
+    w = torch.rand(64) + 0.5
+    q, s = ops.rmsnorm_quant(x, w, 1e-5, "fp8", None)
+    qr, sr = R.rmsnorm_quant_ref(x, w, 1e-5, "fp8", None)
+    assert_quant(q, s, qr, sr, 5)
+    gu = rand_x(5, 64, torch.bfloat16, seed=22)
+    q, s = ops.silu_mul_quant(gu, "int8", Pattern(8))
+    qr, sr = R.silu_mul_quant_ref(gu, "int8", Pattern(8), exp=np_exp)
+    assert_quant(q, s, qr, sr, 5)
+    with pytest.raises(ValueError, match="2-D"):
+        ops.quant(torch.zeros(3), "int8", None)
+
+
+# --- launch configs --------------------------------------------------------------------------------
+def write_db(path, entries):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": C.FORMAT, "version": C.VERSION, "hardware": "TEST", "entries": entries}))
+
+
+def cfg(bk):
+    return {"BLOCK_K": bk, "BLOCK_W": 256, "ROWS": 1, "num_warps": 4, "num_stages": 1}
+
+
+def test_config_bucket_selection(tmp_path):
+    write_db(tmp_path / "TEST" / C.FILENAME, {"quant/int8/2_8/3584": [
+        {"m": 256, "config": cfg(1024)}, {"m": 64, "config": cfg(512)}, {"m": 4096, "config": cfg(2048)}]})
+    k = C.KernelConfigs(tmp_path, "TEST")
+    assert k.lookup("quant", 3584, 1, "int8", "2_8")["BLOCK_K"] == 512
+    assert k.lookup("quant", 3584, 64, "int8", "6:8")["BLOCK_K"] == 512      # 6:8 is 2_8
+    assert k.lookup("quant", 3584, 65, "int8", Pattern(8))["BLOCK_K"] == 1024
+    assert k.lookup("quant", 3584, 4096, "int8", "2_8")["BLOCK_K"] == 2048
+    assert k.lookup("quant", 3584, 10**6, "int8", "2_8")["BLOCK_K"] == 2048  # above the largest: largest
+    # no entry for this K / dtype / pattern / kernel: the defaults
+    assert k.lookup("quant", 2048, 64, "int8", "2_8") == C.default_config("quant", 2048, "int8", "2_8")
+    assert k.lookup("quant", 3584, 64, "fp8", "2_8") == C.default_config("quant", 3584, "fp8", "2_8")
+    assert k.lookup("quant", 3584, 64, "int8", None) == C.default_config("quant", 3584, "int8", None)
+    assert C.config_for("quant", 3584, 100, "int8", "2_8", search_dir=tmp_path, hwtag="TEST")["BLOCK_K"] == 1024
+
+
+def test_config_missing_file_gives_defaults(tmp_path):
+    k = C.KernelConfigs(tmp_path / "nowhere", "TEST")
+    for kernel in C.KERNELS:
+        got = k.lookup(kernel, 4096, 512, "int32" if kernel == "dequant" else "fp8", None)
+        assert got == C.default_config(kernel, 4096, None, None)
+        C.validate_config(kernel, got)
+
+
+def test_config_file_is_reread_when_it_changes(tmp_path):
+    path = tmp_path / "TEST" / C.FILENAME
+    write_db(path, {"dequant/int32/dense/4608": [{"m": 64, "config": {"BLOCK_M": 8, "BLOCK_N": 128, "num_warps": 4}}]})
+    k = C.KernelConfigs(tmp_path, "TEST", recheck_s=0)
+    assert k.lookup("dequant", 4608, 10, torch.int32, None)["BLOCK_M"] == 8
+    write_db(path, {"dequant/int32/dense/4608": [{"m": 64, "config": {"BLOCK_M": 32, "BLOCK_N": 128,
+                                                                       "num_warps": 4, "num_stages": 1}}]})
+    assert k.lookup("dequant", 4608, 10, "int32", None)["BLOCK_M"] == 32
+    path.unlink()  # gone again: defaults
+    assert k.lookup("dequant", 4608, 10, "int32", None) == C.default_config("dequant", 4608)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not JSON"),
+    (json.dumps({"format": "other", "version": 1, "entries": {}}), "format"),
+    (json.dumps({"format": C.FORMAT, "version": 99, "entries": {}}), "version"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": []}), "entries"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/3584": []}}), "kernel/dtype/pattern/K"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/6:8/3584": [{"m": 1, "config": cfg(64)}]}}),
+     "normal form"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/2_8/3584": [{"m": 64}]}}), "launch config"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/2_8/3584": [
+        {"m": 64, "config": {**cfg(64), "BLOCK_K": 100}}]}}), "power of 2"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/2_8/3584": [
+        {"m": 64, "config": {**cfg(64), "bogus": 1}}]}}), "unknown"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/2_8/3584": [
+        {"m": 64, "config": cfg(64)}, {"m": 64, "config": cfg(128)}]}}), "repeats"),
+    (json.dumps({"format": C.FORMAT, "version": 1, "entries": {"quant/int8/2_8/3584": [
+        {"m": "64", "config": cfg(64)}]}}), "positive integer"),
+])
+def test_config_corrupt_file_is_a_clear_error(tmp_path, text, match):
+    path = tmp_path / "TEST" / C.FILENAME
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+        C.KernelConfigs(tmp_path, "TEST").lookup("quant", 3584, 64, "int8", "2_8")
+    assert str(path) in str(e.value) and "delete it" in str(e.value)
+
+
+def test_config_save_merges_and_validates(tmp_path):
+    path = tmp_path / "TEST" / C.FILENAME
+    C.save_entries(path, {"quant/int8/2_8/3584": [{"m": 64, "config": cfg(512), "us": 1.0},
+                                                   {"m": 256, "config": cfg(1024), "us": 2.0}]}, "TEST")
+    C.save_entries(path, {"quant/int8/2_8/3584": [{"m": 256, "config": cfg(2048), "us": 1.5}],
+                          "quant/fp8/dense/2048": [{"m": 64, "config": cfg(2048)}]}, "TEST")
+    entries = C.load_entries(path)
+    assert [m for m, _ in entries["quant/int8/2_8/3584"]] == [64, 256]
+    assert entries["quant/int8/2_8/3584"][1][1]["BLOCK_K"] == 2048
+    assert "quant/fp8/dense/2048" in entries
+    assert not list(path.parent.glob("*.tmp"))
+    path.write_text("{broken")
+    with pytest.raises(ValueError, match="not valid"):
+        C.save_entries(path, {"quant/int8/2_8/3584": [{"m": 64, "config": cfg(512)}]}, "TEST")
+
+
+def test_config_keys_and_bad_names():
+    assert C.entry_key("quant", 3584, "fp8e4m3", "6:8") == "quant/fp8/2_8/3584"
+    assert C.entry_key("dequant", 4608, torch.bfloat16, None) == "dequant/bf16/dense/4608"
+    assert C.entry_key("rmsnorm_quant", 2048, "int8", "dense") == "rmsnorm_quant/int8/dense/2048"
+    with pytest.raises(ValueError, match="unknown kernel"):
+        C.entry_key("gemm", 1, "int8", None)
+    with pytest.raises(ValueError, match="int32/bf16"):
+        C.entry_key("dequant", 1, "int8", None)
+    with pytest.raises(ValueError, match="positive"):
+        C.entry_key("quant", 0, "int8", None)
+
+
+def test_candidate_configs_are_valid():
+    from slidesparse.kernels.tune import candidate_configs
+
+    for kernel in C.KERNELS:
+        for K in (200, 2048, 3584, 18944):
+            cands = candidate_configs(kernel, K, None if kernel == "dequant" else "2_8")
+            assert cands and cands[0] == C.validate_config(kernel, C.default_config(kernel, K, "int8", "2_8"))
+            assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
+
+
+def test_default_configs_are_valid():
+    for kernel in C.KERNELS:
+        for K in (1, 37, 2048, 3584, 8192, 13824, 18944, 65536):
+            for pat in (None, "2_4", "2_8"):
+                C.validate_config(kernel, C.default_config(kernel, K, None, pat))
+
+
+def test_tune_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    from slidesparse.kernels import tune_kernel
+
+    with pytest.raises(RuntimeError, match="CUDA"):
+        tune_kernel("quant", [2048], [64], "int8")
+
+
+def test_bench_quant_byte_counts():
+    from slidesparse.bench.quant import dequant_bytes, model_shapes, quant_bytes
+
+    p = Pattern(8)
+    assert quant_bytes("quant", 3584, 100, None) == 100 * 3584 * 2 + 112 * (3584 + 4)
+    assert quant_bytes("quant", 3584, 100, p) == 100 * 3584 * 2 + 112 * (p.slid_k(3584) + 4)
+    assert quant_bytes("silu_mul_quant", 18944, 16, p) == 16 * 37888 * 2 + 16 * (p.slid_k(18944) + 4)
+    assert quant_bytes("rmsnorm_quant", 2048, 16, None) == 16 * 2048 * 2 + 2048 * 2 + 16 * (2048 + 4)
+    assert dequant_bytes(4608, 10, torch.int32) == 10 * 4608 * 6 + 40 + 4608 * 8
+    s = model_shapes(["qwen2.5-7b"])
+    assert s.quant_k == (3584, 18944) and s.rms_k == (3584,) and s.silu_i == (18944,)
+    assert 37888 in s.dequant_n and 4608 in s.dequant_n
+    assert math.prod(s.quant_k) > 0
+
+
+# --- the quant benchmark (CPU side: arguments, rows, files) ---------------------------------------
+def _fake_row(kernel, pattern, K, M, us, nbytes, plain=None):
+    row = {"kernel": kernel, "dtype": "int8", "pattern": pattern, "paper": "", "K": K, "N": "", "M": M,
+           "us": us, "host_us": 50.0, "bytes": nbytes, "gbps": round(nbytes / us / 1e3, 1), "copy_us": us,
+           "copy_gbps": 1.0, "pct_of_copy": 90.0, "lift_ratio": "", "byte_ratio": "", "config": "{}",
+           "gpu": "TEST", "hwtag": "TEST_INT8"}
+    if plain:
+        row["lift_ratio"], row["byte_ratio"] = round(us / plain["us"], 3), round(nbytes / plain["bytes"], 3)
+    return row
+
+
+def test_bench_quant_writes_rows_and_table(tmp_path):
+    from slidesparse.bench.quant import summary_lines, write_rows
+
+    plain = _fake_row("quant", "dense", 3584, 4096, 20.0, 1000)
+    rows = [plain, _fake_row("quant", "2_8", 3584, 4096, 25.0, 1200, plain)]
+    paths = write_rows(rows, tmp_path)
+    assert paths == [tmp_path / "quant" / "TEST_INT8" / "quant_int8.csv"]
+    doc = json.loads((tmp_path / "quant" / "TEST_INT8" / "quant_int8.json").read_text())
+    assert [r["pattern"] for r in doc["rows"]] == ["dense", "2_8"] and "commit" in doc["rows"][0]
+    write_rows(rows[1:], tmp_path)  # a rerun of one case replaces its row
+    doc = json.loads((tmp_path / "quant" / "TEST_INT8" / "quant_int8.json").read_text())
+    assert len(doc["rows"]) == 2
+    lines = summary_lines(rows)
+    assert "copy%" in lines[0] and "1.25" in lines[2] and "1.20" in lines[2]
+
+
+def test_bench_quant_command_arguments():
+    from click.testing import CliRunner
+
+    from slidesparse.commands.bench_quant import quant_cmd
+
+    r = CliRunner().invoke(quant_cmd, ["--help"])
+    assert r.exit_code == 0 and "copy" in r.output
+    r = CliRunner().invoke(quant_cmd, ["--m", "0"])
+    assert r.exit_code == 2 and "positive" in r.output
+    r = CliRunner().invoke(quant_cmd, ["--model", "qwen2.5-7b", "--k", "2048"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = CliRunner().invoke(quant_cmd, ["--dtype", "int4"])
+    assert isinstance(r.exception, ValueError) and "int8, fp8" in str(r.exception)
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(quant_cmd, ["--k", "2048", "--m", "64"])
+        assert isinstance(r.exception, RuntimeError) and "CUDA" in str(r.exception)
+
+
+def test_bench_quant_needs_cuda_and_known_kernels():
+    from slidesparse.bench.quant import Shapes, run_quant_bench
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        run_quant_bench(shapes=Shapes((64,), (), (), ()), m_list=[64], qdtypes=["int8"], patterns=[None])
