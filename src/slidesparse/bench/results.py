@@ -18,10 +18,10 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from ..fsutil import atomic_write_text
 from ..pattern import Pattern
 
 DENSE_FOLDER = "cublaslt"
@@ -125,23 +125,6 @@ def read_rows(json_path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _csv_text(rows: Sequence[Mapping]) -> str:
     columns: list[str] = []
     for r in rows:
@@ -176,8 +159,8 @@ def append_rows(csv_path: str | os.PathLike, json_path: str | os.PathLike, rows:
         old = [r for r in old if tuple(r.get(k) for k in key) not in fresh]
     allrows = old + new
     json_path, csv_path = Path(json_path), Path(csv_path)
-    _atomic_write(json_path, json.dumps({"schema": SCHEMA, "rows": allrows}, indent=1) + "\n")
-    _atomic_write(csv_path, _csv_text(allrows))
+    atomic_write_text(json_path, json.dumps({"schema": SCHEMA, "rows": allrows}, indent=1) + "\n")
+    atomic_write_text(csv_path, _csv_text(allrows))
     return allrows
 
 

@@ -27,11 +27,10 @@ import base64
 import bisect
 import datetime as _dt
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
+from ..fsutil import atomic_write_text
 from ..hw import DTYPE_TAGS
 from ..quant import parse_qdtype
 
@@ -223,19 +222,7 @@ class TuningDB:
         self.meta["updated"] = now_iso()
         self.meta["library"], self.meta["qdtype"] = self.library, self.qdtype
         data = {"format": FORMAT_VERSION, "meta": self.meta, "entries": self.entries}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.path
+        return atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     def __len__(self) -> int:
         return sum(len(e["by_m"]) for e in self.entries.values())

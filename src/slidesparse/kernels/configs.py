@@ -17,12 +17,12 @@ the file), because silently running untuned after a tuning run is how regression
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..fsutil import atomic_write_text
 from ..pattern import Pattern
 
 KERNELS = ("quant", "rmsnorm_quant", "silu_mul_quant", "dequant")
@@ -265,10 +265,7 @@ def save_entries(path: Path, new: dict[str, list[dict]], hwtag: str) -> Path:
         for r in rows:
             merged[r["m"]] = r
         data["entries"][key] = [merged[m] for m in sorted(merged)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     load_entries(path)
     return path
 

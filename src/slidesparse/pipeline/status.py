@@ -49,9 +49,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
+
+from ..fsutil import atomic_write_text
 
 SCHEMA = 1
 TASK_STATES = ("PENDING", "RUNNING", "SUCCESS", "FAILED", "SKIPPED", "INTERRUPTED")
@@ -60,23 +61,6 @@ CASE_STATES = ("PENDING", "RUNNING", "SUCCESS", "FAILED", "INTERRUPTED")
 
 def iso_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def claim_run_files(logs_dir: Path) -> tuple[str, Path, Path]:
