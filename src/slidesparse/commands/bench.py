@@ -152,3 +152,7 @@ bench.add_command(decode_cmd, name="decode")
 from .bench_quant import quant_cmd  # noqa: E402
 
 bench.add_command(quant_cmd, name="quant")
+
+from .bench_kernel import kernel_cmd  # noqa: E402
+
+bench.add_command(kernel_cmd, name="kernel")

@@ -275,17 +275,7 @@ class BackendPlan:
 
         if self.reference:
             return make_backend("reference", sparse=pattern is not None)
-        name = self.impl(pattern)
-        if self.search is None:
-            return make_backend(name)
-        from ..gemm.tuning_db import TuningStore  # noqa: PLC0415
-
-        store = TuningStore(self.search)
-        if name == "cublaslt":
-            from ..gemm.cublaslt import CublasLtBackend  # noqa: PLC0415
-            return CublasLtBackend(tuning=store)
-        from ..gemm.cusparselt import CusparseLtBackend  # noqa: PLC0415
-        return CusparseLtBackend(tuning=store)
+        return make_backend(self.impl(pattern), search=self.search)
 
     def make_ops(self):
         if self.reference:
