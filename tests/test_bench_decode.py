@@ -274,7 +274,7 @@ def test_cli_cuda_graph_needs_cuda(tmp_path):
 # --- the Makefile's not-built-yet targets ----------------------------------------------------
 LATER_TARGETS = [("tune-coarse", "tune coarse"), ("tune-fine", "tune fine"), ("bench-kernel", "bench kernel"),
                  ("bench-quant", "bench quant"), ("bench-prefill", "bench prefill"), ("pipeline", "pipeline"),
-                 ("report", "report"), ("smoke-gpu", "smoke")]
+                 ("report", "report")]  # smoke-gpu runs tools/smoke_gpu.py, not a CLI command (test_deploy)
 
 
 def _venv_with_cli() -> Path:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hw import MachineInfo
+from ..ptxas import apply_ptxas_policy
 from .cases import (DEFAULT_DECODE_M, DEFAULT_DTYPES, DEFAULT_MODELS, DEFAULT_PATTERNS, DEFAULT_PREFILL_M,
                     REFERENCE_DECODE_M, REFERENCE_MODELS, REFERENCE_PREFILL_M, STAGE_TASK, BackendPlan,
                     BenchSettings, Case, Matrix)
@@ -232,12 +233,17 @@ class _Run:
         else:
             info = machine_info()
         self.machine = _cpu_view(info) if reference else info
+        # GB10 (sm_121a) with a Triton whose bundled ptxas predates it: point Triton at a system ptxas
+        # before any worker is spawned (workers inherit the environment); recorded as a known issue
+        ptxas_issue = None if reference else apply_ptxas_policy(self.log, cc=info.cc)
         self.hwtag = self.machine.tag()
         self.ledger = Ledger(ledger_path(self.results, self.hwtag))
         self.status = RunStatus(self.status_path, machine=self.machine.to_dict(), hwtag=self.hwtag,
                                 argv=list(opts.argv), matrix=self.matrix.to_dict(self.plan),
                                 reference_backend=reference, task_names=TASK_NAMES,
                                 ledger=self._rel(self.ledger.path), results=str(opts.results))
+        if ptxas_issue:
+            self.status.add_issue(ptxas_issue["kind"], ptxas_issue["detail"])
         self.current_task: int | None = None
         self.current_case: str | None = None
         self.task_t0 = 0.0
