@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from slidesparse.pattern import Pattern
-from slidesparse.pipeline.cases import BackendPlan, Case, Matrix, parse_m_list, resolve_model
+from slidesparse.listopts import parse_int_list
+from slidesparse.pipeline.cases import BackendPlan, Case, Matrix, resolve_model
 from slidesparse.pipeline.ledger import LedgerWarning
 from slidesparse.pipeline.runner import PipelineOptions, parse_tasks, resolve_device, run_pipeline
 from slidesparse.pipeline.status import claim_run_files
@@ -108,7 +109,7 @@ def test_matrix_order_and_models(tmp_path):
     with pytest.raises(ValueError, match="share the name"):
         Matrix.build(["tiny", "Tiny"], ["int8"], [], [1], [1])
     with pytest.raises(ValueError, match="positive"):
-        parse_m_list("16,0", "prefill M values")
+        parse_int_list("16,0", "prefill M values")
 
 
 def test_parse_tasks_and_device():

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from ..listopts import parse_int_list
 from ..gemm import GemmBackend, make_backend
 from ..gemm.tuning_db import TuningMissWarning, TuningStore
 from ..gemm.verify import matches, random_q, reference_mm, rel_error
@@ -139,25 +140,6 @@ def linear_path(backend: GemmBackend, qdtype: str) -> tuple[torch.dtype, bool]:
 
 
 # --- configuration ------------------------------------------------------------------------------
-def _ints(values, what: str) -> tuple[int, ...]:
-    items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
-    out: list[int] = []
-    for v in items:
-        if v == "":
-            continue
-        try:
-            n = int(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be positive integers, got {v!r}") from None
-        if n < 1:
-            raise ValueError(f"{what} must be positive integers, got {n}")
-        if n not in out:
-            out.append(n)
-    if not out:
-        raise ValueError(f"{what}: give at least one value")
-    return tuple(out)
-
-
 def _names(values, what: str) -> list[str]:
     items = [v.strip() for v in values.split(",")] if isinstance(values, str) else [str(v).strip() for v in values]
     items = [v for v in items if v]
@@ -201,7 +183,7 @@ def make_config(*, mode: str = "model", models=None, ms=None, dtypes=DEFAULT_DTY
     if repeat is not None and repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     w_def, r_def = DEFAULT_RUNS["cpu" if reference else "cuda"]
-    m_list = _ints(ms, "M values") if ms is not None else (REFERENCE_MS if reference else DEFAULT_MS)
+    m_list = parse_int_list(ms, "M values") if ms is not None else (REFERENCE_MS if reference else DEFAULT_MS)
 
     if mode == "square":
         if models is not None:

@@ -7,26 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _csv(value: str, what: str) -> list[str]:
-    items = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not items:
-        raise click.BadParameter(f"give at least one {what} (comma-separated)")
-    return items
-
-
-def _ints(value: str, what: str) -> list[int]:
-    out = []
-    for v in _csv(value, what):
-        try:
-            n = int(v)
-        except ValueError:
-            raise click.BadParameter(f"{what} must be positive integers, got {v!r}") from None
-        if n < 1:
-            raise click.BadParameter(f"{what} must be positive integers, got {n}")
-        if n not in out:
-            out.append(n)
-    return out
+from ._lists import csv_values, int_values
 
 
 def _shown(path: Path) -> str:
@@ -70,11 +51,11 @@ def decode(model, dtypes, patterns, ms, backend, results, warmup, repeat, cuda_g
     from ..quant import parse_qdtype
 
     console = Console()
-    qdtypes = [parse_qdtype(d) for d in _csv(dtypes, "dtype")]
-    pats = parse_patterns(_csv(patterns, "pattern"))
-    m_list = _ints(ms, "--m values")
+    qdtypes = [parse_qdtype(d) for d in csv_values(dtypes, "dtype")]
+    pats = parse_patterns(csv_values(patterns, "pattern"))
+    m_list = int_values(ms, "--m values")
     plan = plan_backends(backend)
-    models = _csv(model, "model") if model else default_model(plan)
+    models = csv_values(model, "model") if model else default_model(plan)
     w_default, r_default = default_runs(plan)
     warmup = w_default if warmup is None else warmup
     repeat = r_default if repeat is None else repeat

@@ -6,26 +6,7 @@ from __future__ import annotations
 
 import click
 
-
-def _csv(value: str, what: str) -> list[str]:
-    items = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not items:
-        raise click.BadParameter(f"give at least one {what} (comma-separated)")
-    return items
-
-
-def _ints(value: str, what: str) -> list[int]:
-    out = []
-    for v in _csv(value, what):
-        try:
-            n = int(v)
-        except ValueError:
-            raise click.BadParameter(f"{what} must be positive integers, got {v!r}") from None
-        if n < 1:
-            raise click.BadParameter(f"{what} must be positive integers, got {n}")
-        if n not in out:
-            out.append(n)
-    return out
+from ._lists import csv_values, int_values
 
 
 @click.command("quant")
@@ -58,19 +39,19 @@ def quant_cmd(models, ks, ms, dtypes, patterns, kernels, results, search, warmup
     from ..pattern import parse_patterns  # noqa: PLC0415
     from ..quant import parse_qdtype  # noqa: PLC0415
 
-    qds = [parse_qdtype(d) for d in _csv(dtypes, "dtype")]
-    pats = [None] + [p for p in parse_patterns(_csv(patterns, "pattern"))]
-    m_list = _ints(ms, "--m values")
-    kern = _csv(kernels, "kernel")
+    qds = [parse_qdtype(d) for d in csv_values(dtypes, "dtype")]
+    pats = [None] + [p for p in parse_patterns(csv_values(patterns, "pattern"))]
+    m_list = int_values(ms, "--m values")
+    kern = csv_values(kernels, "kernel")
     if ks is not None:
         if models is not None:
             raise click.BadParameter("give --model or --k, not both", param_hint="--k")
-        k = tuple(_ints(ks, "--k values"))
+        k = tuple(int_values(ks, "--k values"))
         shapes = Shapes(k, k, k, k)
     else:
         from ..models import DEFAULT_MODELS  # noqa: PLC0415
 
-        shapes = model_shapes(_csv(models, "model") if models else DEFAULT_MODELS)
+        shapes = model_shapes(csv_values(models, "model") if models else DEFAULT_MODELS)
     require_cuda()
     rows = run_quant_bench(shapes=shapes, m_list=m_list, qdtypes=qds, patterns=pats, kernels=kern, warmup=warmup,
                            repeat=repeat, search_dir=search, seed=seed, on_case=lambda s: click.echo(s, err=True))

@@ -82,9 +82,9 @@ def _patterns(text: str) -> list[str]:
 def _m_list(text: str | None, what: str) -> list[int] | None:
     if text is None:
         return None
-    from ..pipeline.cases import parse_m_list  # noqa: PLC0415
+    from ..listopts import parse_int_list  # noqa: PLC0415
 
-    return list(parse_m_list(text, what))
+    return list(parse_int_list(text, what))
 
 
 def _run(opts) -> None:

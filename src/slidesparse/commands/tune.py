@@ -13,18 +13,10 @@ from pathlib import Path
 
 import click
 
+from ._lists import int_values
+
 DEFAULT_MS = "64,128,256,512,1024,2048,4096,8192,16384,32768,65536"
 DEFAULT_PATTERNS = "2_4,2_6,2_8,2_10"
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise click.BadParameter(f"{what} must be a comma-separated list of integers, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise click.BadParameter(f"{what} must hold positive integers, got {text!r}")
-    return vals
 
 
 def _split_ks(text: str) -> list[int]:
@@ -114,7 +106,7 @@ def _prepare(dtypes: str, m_text: str):
                 qds.append(parse_qdtype(d))
             except ValueError as e:
                 raise click.BadParameter(str(e)) from None
-    return qds, _ints(m_text, "--m")
+    return qds, int_values(m_text, "--m")
 
 
 def _require_gpu() -> None:

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..listopts import parse_int_list
 from ..bench.results import DENSE_FOLDER, SPARSE_FOLDER, backend_folder
 from ..hw import DTYPE_TAGS
 from ..pattern import Pattern, parse_patterns
@@ -168,24 +169,6 @@ class Case:
 
 
 # --- the matrix -----------------------------------------------------------------------------
-def parse_m_list(values, what: str) -> tuple[int, ...]:
-    """'512,1024' or an iterable -> positive ints, order kept, duplicates dropped."""
-    items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
-    out: list[int] = []
-    for v in items:
-        if v == "":
-            continue
-        try:
-            n = int(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be positive integers, got {v!r}") from None
-        if n < 1:
-            raise ValueError(f"{what} must be positive integers, got {n}")
-        if n not in out:
-            out.append(n)
-    if not out:
-        raise ValueError(f"{what}: give at least one value")
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -214,8 +197,8 @@ class Matrix:
             if q not in qds:
                 qds.append(q)
         pats = tuple(parse_patterns(list(patterns))) if patterns else ()
-        return cls(srcs, tuple(qds), pats, parse_m_list(prefill_m, "prefill M values"),
-                   parse_m_list(decode_m, "decode M values"))
+        return cls(srcs, tuple(qds), pats, parse_int_list(prefill_m, "prefill M values"),
+                   parse_int_list(decode_m, "decode M values"))
 
     def roles(self) -> list[Pattern | None]:
         return [None, *self.patterns]
