@@ -20,10 +20,11 @@ from torch import nn
 
 from .gemm import GemmBackend
 from .linear import SlideSparseLinear
+from .checkpoint import checkpoint_pattern, load_converted
 from .models import ModelConfig
 from .pattern import Pattern
 from .quant import quantize_weight
-from .sparsify import prune, slide
+from .sparsify import prune, slide, unslide
 
 PREFILL_SEQ = 1024  # the seed's mapping: M <= 1024 -> one sequence of M, else ceil(M/1024) x 1024
 
@@ -124,15 +125,13 @@ class DecoderLayer(nn.Module):
 class DecoderEngine(nn.Module):
     """Embeddings -> layers -> norm -> lm_head, with a static KV cache for decode."""
 
-    def __init__(self, cfg: ModelConfig, layers: list[DecoderLayer], *, dtype, device, seed: int):
+    def __init__(self, cfg: ModelConfig, layers: list[DecoderLayer], *, embed: torch.Tensor,
+                 lm_head: torch.Tensor | None, dtype, device):
+        """``embed`` [vocab, hidden]; ``lm_head`` [vocab, hidden] or None when tied to ``embed``."""
         super().__init__()
         self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
-        gen = torch.Generator(device=self.device).manual_seed(seed + 7919)
-        self.embed = (torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=self.device, dtype=torch.float32)
-                      * 0.02).to(dtype)
-        self.lm_head = self.embed if cfg.tie_embeddings else (
-            torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=self.device, dtype=torch.float32) * 0.02
-        ).to(dtype)
+        self.embed = embed.to(self.device, dtype)
+        self.lm_head = self.embed if lm_head is None else lm_head.to(self.device, dtype)
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(cfg.hidden, cfg.rms_eps, dtype, device)
         self.cache_shape: tuple[int, int] | None = None
@@ -215,4 +214,51 @@ def build_engine(cfg: ModelConfig, spec: EngineSpec, backend: GemmBackend, ops, 
         layers.append(DecoderLayer(cfg, lins, dtype, device))
         if progress is not None:
             progress(i + 1, cfg.layers)
-    return DecoderEngine(cfg, layers, dtype=dtype, device=device, seed=seed)
+    gen = torch.Generator(device=device).manual_seed(seed + 7919)
+    embed = torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=device) * 0.02
+    lm_head = None if cfg.tie_embeddings else torch.randn(cfg.vocab, cfg.hidden, generator=gen, device=device) * 0.02
+    return DecoderEngine(cfg, layers, embed=embed, lm_head=lm_head, dtype=dtype, device=device)
+
+
+def build_engine_from_checkpoint(path, backend: GemmBackend, ops, *, sparse: bool = True, device="cpu",
+                                 dtype=torch.bfloat16, progress=None) -> DecoderEngine:
+    """A decoder from a ``slidesparse convert`` output. Pattern and dtype come from its metadata.
+
+    ``sparse=True`` runs the slid weights on a sparse ``backend``; ``sparse=False`` runs the same
+    pruned weights, un-slid, on a dense backend (the quick check's baseline). A dense checkpoint
+    (converted without a pattern) needs ``sparse=False``."""
+    meta, tensors = load_converted(path)
+    cfg = ModelConfig(**meta["architecture"])
+    pattern, qdtype = checkpoint_pattern(meta), meta["qdtype"]
+    if sparse and pattern is None:
+        raise ValueError(f"{path} is a dense conversion (no pattern): load it with sparse=False on a dense backend")
+    run_pattern = pattern if sparse else None
+    if backend.sparse != (run_pattern is not None):
+        raise ValueError(f"backend {backend.name} is {'sparse' if backend.sparse else 'dense'}, but this load "
+                         f"runs {'the slid weights (sparse)' if run_pattern else 'dense weights'}")
+    device = torch.device(device)
+    shapes = cfg.linear_shapes()
+    layers = []
+    for i in range(cfg.layers):
+        lins = {}
+        for name, (N, K) in shapes.items():
+            w, s, b = tensors.linear(i, name)
+            if pattern is not None and not sparse:
+                w = unslide(w, pattern, K)
+            lins[name] = SlideSparseLinear(w.to(device), s.to(device), K, qdtype=qdtype, backend=backend,
+                                           pattern=run_pattern, bias=None if b is None else b.to(device),
+                                           ops=ops, out_dtype=dtype)
+        layer = DecoderLayer(cfg, lins, dtype, device)
+        with torch.no_grad():
+            layer.input_norm.weight.copy_(tensors[f"model.layers.{i}.input_layernorm.weight"])
+            layer.post_norm.weight.copy_(tensors[f"model.layers.{i}.post_attention_layernorm.weight"])
+        layers.append(layer)
+        if progress is not None:
+            progress(i + 1, cfg.layers)
+    lm_head = None if cfg.tie_embeddings or "lm_head.weight" not in tensors else tensors["lm_head.weight"]
+    engine = DecoderEngine(cfg, layers, embed=tensors["model.embed_tokens.weight"], lm_head=lm_head,
+                           dtype=dtype, device=device)
+    with torch.no_grad():
+        engine.norm.weight.copy_(tensors["model.norm.weight"])
+    tensors.close()
+    return engine

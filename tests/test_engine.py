@@ -1,0 +1,102 @@
+"""The decoder engine on the reference backend: shapes, the prefill mapping, dense vs sparse
+equivalence, and loading a converted checkpoint."""
+
+import pytest
+import torch
+
+from hf_fixtures import build
+from slidesparse import Pattern
+from slidesparse.checkpoint import convert_checkpoint
+from slidesparse.engine import (EngineSpec, build_engine, build_engine_from_checkpoint, prefill_batch)
+from slidesparse.gemm import make_backend
+from slidesparse.models import get_model
+from slidesparse.ops import ReferenceOps
+
+DENSE, SPARSE = make_backend("reference"), make_backend("reference", sparse=True)
+
+
+@pytest.mark.parametrize("M, expect", [(1, (1, 1)), (512, (1, 512)), (1024, (1, 1024)), (1025, (2, 1024)),
+                                       (65536, (64, 1024))])
+def test_prefill_batch_follows_the_seed_mapping(M, expect):
+    assert prefill_batch(M) == expect
+
+
+def test_prefill_batch_rejects_nonpositive():
+    with pytest.raises(ValueError, match="positive"):
+        prefill_batch(0)
+
+
+def _logits(engine, batch=3, T=9, seed=0):
+    engine.setup_cache(batch, T + 4)
+    tok = torch.randint(0, engine.cfg.vocab, (batch, T), generator=torch.Generator().manual_seed(seed))
+    pre = engine.prefill(tok).float()
+    dec = engine.decode_step(tok[:, :1], torch.tensor([T])).float()
+    return pre, dec
+
+
+@pytest.mark.parametrize("qdtype", ["int8", "fp8"])
+def test_shapes_and_finite(qdtype):
+    cfg = get_model("tiny")
+    pre, dec = _logits(build_engine(cfg, EngineSpec(qdtype), DENSE, ReferenceOps(), seed=3))
+    assert pre.shape == dec.shape == (3, cfg.vocab)
+    assert torch.isfinite(pre).all() and torch.isfinite(dec).all()
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:6", "6:8", "8:10"])
+def test_int8_sparse_engine_equals_pruned_dense_engine(pattern):
+    """INT8 GEMMs are exact: slid weights + lifted activations give the very same logits."""
+    cfg, p = get_model("tiny"), Pattern.parse(pattern)
+    sparse = build_engine(cfg, EngineSpec("int8", p), SPARSE, ReferenceOps(), seed=1)
+    pruned = build_engine(cfg, EngineSpec("int8", p, sparse=False), DENSE, ReferenceOps(), seed=1)
+    dense = build_engine(cfg, EngineSpec("int8"), DENSE, ReferenceOps(), seed=1)
+    (ps, ds), (pp, dp), (pd, _) = _logits(sparse), _logits(pruned), _logits(dense)
+    assert torch.equal(ps, pp) and torch.equal(ds, dp)
+    assert not torch.equal(ps, pd)  # pruning did change the model
+
+
+def test_engine_spec_needs_matching_backend():
+    with pytest.raises(ValueError, match="sparse backend"):
+        build_engine(get_model("tiny"), EngineSpec("int8", Pattern.parse("6:8")), DENSE, ReferenceOps())
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    src = build(root / "hf", "qwen2")  # qwen2: q/k/v biases travel too
+    out = {}
+    for name, pattern in (("sparse", "6:8"), ("dense", None)):
+        out[name] = convert_checkpoint(src, root / name, pattern, "int8")
+    return out
+
+
+def test_checkpoint_engine_sparse_equals_its_pruned_dense_baseline(converted):
+    sparse = build_engine_from_checkpoint(converted["sparse"], SPARSE, ReferenceOps())
+    pruned = build_engine_from_checkpoint(converted["sparse"], DENSE, ReferenceOps(), sparse=False)
+    (ps, ds), (pp, dp) = _logits(sparse), _logits(pruned)
+    assert torch.equal(ps, pp) and torch.equal(ds, dp)
+    assert sparse.cfg.family == "qwen2" and sparse.layers[0].qkv.bias is not None
+    assert sparse.layers[0].qkv.pattern == Pattern.parse("6:8")
+
+
+def test_checkpoint_engine_uses_the_checkpoint_weights(converted):
+    """Norm weights and embeddings come from the file, not from a seed."""
+    from slidesparse.checkpoint import load_converted
+
+    eng = build_engine_from_checkpoint(converted["dense"], DENSE, ReferenceOps(), sparse=False)
+    _, t = load_converted(converted["dense"])
+    assert torch.equal(eng.embed, t["model.embed_tokens.weight"].to(eng.dtype))
+    assert torch.equal(eng.layers[1].post_norm.weight, t["model.layers.1.post_attention_layernorm.weight"])
+    assert torch.equal(eng.norm.weight, t["model.norm.weight"])
+    pre, _ = _logits(eng)
+    assert torch.isfinite(pre).all()
+
+
+def test_checkpoint_engine_errors(converted, tmp_path):
+    with pytest.raises(ValueError, match="dense conversion"):
+        build_engine_from_checkpoint(converted["dense"], SPARSE, ReferenceOps())
+    with pytest.raises(ValueError, match="backend reference-dense is dense"):
+        build_engine_from_checkpoint(converted["sparse"], DENSE, ReferenceOps())
+    with pytest.raises(ValueError, match="backend reference-sparse is sparse"):
+        build_engine_from_checkpoint(converted["sparse"], SPARSE, ReferenceOps(), sparse=False)
+    with pytest.raises(FileNotFoundError):
+        build_engine_from_checkpoint(tmp_path / "missing", SPARSE, ReferenceOps())
