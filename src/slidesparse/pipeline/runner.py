@@ -82,12 +82,13 @@ class PipelineOptions:
     fresh: bool = False
     device: str = "auto"
     seed: int = 0
-    prefill_warmup: int = 2
-    prefill_repeat: int = 5
-    decode_steps: int = 64
-    decode_warmup: int = 3
-    decode_prompt_len: int = 16
-    cuda_graphs: bool = True
+    # how cases measure: the defaults live in BenchSettings, stated once
+    prefill_warmup: int = BenchSettings.prefill_warmup
+    prefill_repeat: int = BenchSettings.prefill_repeat
+    decode_steps: int = BenchSettings.decode_steps
+    decode_warmup: int = BenchSettings.decode_warmup
+    decode_prompt_len: int = BenchSettings.decode_prompt_len
+    cuda_graphs: bool = BenchSettings.cuda_graphs
     check_m: int | None = None            # quick-check M (default: the smallest prefill M)
     check_layers: int = 2                 # quick-check depth (0 = all layers)
     argv: list[str] = field(default_factory=list)
