@@ -27,6 +27,11 @@ FP8 = torch.float8_e4m3fn
 WINDOWS = [4, 6, 8, 10, 12, 14, 16]
 ONE = {"BLOCK_K": 256, "BLOCK_W": 64, "ROWS": 16, "num_warps": 4}      # one chunk per row (K <= 256)
 CHUNKED = {"BLOCK_K": 32, "BLOCK_W": 8, "ROWS": 8, "num_warps": 4}     # several chunks per row
+SCATTER = {**ONE, "SCATTER": 1}                                     # lifted by scattered stores
+SPLIT = {**CHUNKED, "BLOCK_K": 128, "SPLIT": 1, "SCATTER": 1}        # 128 + a second tile of 32..128
+CFGS, CFG_IDS = ([ONE, CHUNKED, SCATTER, {**CHUNKED, "SCATTER": 1}, SPLIT, {**SPLIT, "BLOCK_K": 64},
+                  {**SPLIT, "BLOCK_K": 32}],
+                 ["one-chunk", "chunked", "scatter", "chunked-scatter", "split", "split64", "split32"])
 REF = ReferenceOps()
 
 
@@ -107,12 +112,30 @@ def test_quant_m_one_and_odd_m(M):
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("L", WINDOWS)
 def test_quant_lift_every_window(L, qd):
-    for K in (37, 200):  # ragged: K is not a multiple of L (or 32)
+    for K in (37, 200, 250):  # ragged: K is not a multiple of L (or 32)
         x = rand_x(3, K, torch.bfloat16, seed=L * K)
-        q, s = run_quant(x, qd, f"2_{L}", ONE)
         qr, sr = REF.quant(x, qd, Pattern(L))
-        assert_quant(q, s, qr, sr, 3, f"L={L} K={K} {qd}")
+        for name, cfg in zip(CFG_IDS, CFGS):
+            q, s = run_quant(x, qd, f"2_{L}", cfg)
+            assert_quant(q, s, qr, sr, 3, f"L={L} K={K} {qd} {name}")
 
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("scatter", [0, 1])
+@pytest.mark.parametrize("K, L, cfg", [(30, 10, {**CHUNKED, "BLOCK_W": 64}), (40, 16, {**CHUNKED, "BLOCK_K": 16}),
+                                       (70, 6, {**CHUNKED, "BLOCK_K": 64, "BLOCK_W": 4}),
+                                       (200, 10, {**SPLIT, "BLOCK_K": 64}), (37, 8, {**SPLIT, "BLOCK_K": 32}),
+                                       (64, 10, {**ONE, "BLOCK_K": 64}), (33, 6, {**ONE, "BLOCK_K": 32, "SPLIT": 1})])
+def test_quant_lift_chunk_edges(K, L, cfg, qd, scatter):
+    """Lifted rows around the tile edges: BLOCK_K below one group, the zero columns after the last
+    window (KOUT rounds up to 32), windows in several blocks, a second tile of 32 or 128 (SPLIT),
+    a row just too long for two tiles (chunked), a tile ending inside a group, an odd K."""
+    cfg = {**cfg, "SCATTER": scatter}
+    x = rand_x(9, K, torch.bfloat16, seed=K + L)
+    q, s = run_quant(x, qd, f"2_{L}", cfg)
+    qr, sr = REF.quant(x, qd, Pattern(L))
+    assert_quant(q, s, qr, sr, 9, f"L={L} K={K} {qd}")
 
 def test_lift_layout_is_slide_index():
     """Every slid column holds the input column slide_index names (the kernel's own index math)."""
@@ -293,7 +316,7 @@ def test_sum_squares_is_order_free_and_accurate():
 @pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("pattern", [None, "2_8"])
-@pytest.mark.parametrize("cfg", [ONE, CHUNKED], ids=["one-chunk", "chunked"])
+@pytest.mark.parametrize("cfg", CFGS, ids=CFG_IDS)
 def test_rmsnorm_quant_matches_reference(cfg, pattern, qd, xdtype):
     x = special_rows(xdtype)[:, :45] if xdtype != torch.float32 else rand_x(8, 45, xdtype, seed=9)
     x = torch.cat([x, rand_x(3, 45, xdtype, seed=1) * torch.tensor([[1e-3], [1.0], [1e3]]).to(xdtype)])
@@ -305,7 +328,7 @@ def test_rmsnorm_quant_matches_reference(cfg, pattern, qd, xdtype):
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("pattern", [None, "2_6", "2_10"])
-@pytest.mark.parametrize("cfg", [ONE, CHUNKED], ids=["one-chunk", "chunked"])
+@pytest.mark.parametrize("cfg", CFGS, ids=CFG_IDS)
 def test_silu_mul_quant_matches_reference(cfg, pattern, qd):
     gu = rand_x(7, 2 * 70, torch.bfloat16, seed=13, scale=6.0)
     gu[2] = 0

@@ -234,18 +234,39 @@ def test_silu_mul_quant_model_shapes(pattern, qd, gen):
 
 
 def test_every_launch_config_is_exact(gen):
-    """The tuner's candidate configs all give the reference's bits (a tuned config cannot change results)."""
+    """The tuner's candidate configs all give the reference's bits (a tuned config cannot change
+    results): plain quant, RMSNorm and SiLU producers, window-reading and scattered lifts, split rows."""
     from slidesparse.kernels import launch
+    from slidesparse.kernels import reference as R
+    from slidesparse.kernels import triton_kernels as tk
     from slidesparse.kernels.tune import candidate_configs
     from slidesparse.ops import ReferenceOps
 
-    for K, pattern in ((2048, None), (18944, "2_10")):
-        x = _rand_x(64, K, gen)
-        qr, sr = ReferenceOps().quant(x, "int8", _pat(pattern))
-        for cfg in candidate_configs("quant", K, pattern):
+    for kernel, K, pattern in (("quant", 2048, None), ("quant", 18944, "2_10"), ("rmsnorm_quant", 3584, "2_8"),
+                               ("silu_mul_quant", 18944, "2_10"), ("silu_mul_quant", 13824, None)):
+        pat = _pat(pattern)
+        if kernel == "silu_mul_quant":
+            x = _rand_x(64, 2 * K, gen)
+            qr, sr = R.silu_mul_quant_ref(x, "int8", pat)
+            kw = {"producer": tk.SILU_MUL}
+        elif kernel == "rmsnorm_quant":
+            x = _rand_x(64, K, gen)
+            w = (torch.rand(K, device="cuda", generator=gen.g) + 0.5).to(torch.bfloat16)
+            qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, "int8", pat)
+            kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-6}
+        else:
+            x = _rand_x(64, K, gen)
+            qr, sr = ReferenceOps().quant(x, "int8", pat)
+            kw = {}
+        seen = set()
+        for cfg in candidate_configs(kernel, K, pattern):
+            shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"])
+            if shape in seen:  # warps and window blocks do not change which code runs; keeps compiles few
+                continue
+            seen.add(shape)
             q, s = _poisoned(64, qr.shape[1], "int8")
-            launch.quant(x, "int8", _pat(pattern), cfg, out=(q, s))
-            _check_quant(q, s, qr, sr, 64, f"K={K} {pattern} config {cfg}")
+            launch.quant(x, "int8", pat, cfg, out=(q, s), **kw)
+            _check_quant(q, s, qr, sr, 64, f"{kernel} K={K} {pattern} config {cfg}")
 
 
 def test_cuda_graph_capture(gen):

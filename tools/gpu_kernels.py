@@ -5,9 +5,9 @@
 
 1. runs ``pytest -q -m gpu tests/test_kernels_gpu.py`` (bit-exactness at model shapes and at the
    2**31-element shapes, poisoned outputs, fused producers) unless --skip-tests;
-2. a compact benchmark: Qwen2.5-7B K=3584/18944 and Llama-3.2 K=2048/8192, M = 4096, 16384, 65536;
-   quant, quant+lift 6:8 and 8:10, both dtypes; dequant N=4608/37888; the fused producers at a few
-   shapes. Prints % of device-to-device copy bandwidth and lift ratio vs byte ratio, and writes the
+2. a compact benchmark: every K of the four built-in models (Llama-3.2-1B/3B, Qwen2.5-7B/14B),
+   M = 4096, 16384, 65536; quant, quant+lift 6:8 and 8:10, both dtypes; dequant N=4608/37888; the
+   fused producers at the models' hidden (RMSNorm) and intermediate (SiLU) sizes, M = 4096, 16384. Prints % of device-to-device copy bandwidth and lift ratio vs byte ratio, and writes the
    full rows to OUT_DIR/quant_bench.csv (and .json).
 Any failing step prints its traceback and the script goes on. Budget: about 3 minutes on an H100.
 """
@@ -44,15 +44,17 @@ def run_tests(out: Path) -> None:
 def run_bench(out: Path, quick: bool) -> None:
     import torch  # noqa: PLC0415
 
-    from slidesparse.bench.quant import Shapes, run_quant_bench, summary_lines  # noqa: PLC0415
+    from slidesparse.bench.quant import Shapes, model_shapes, run_quant_bench, summary_lines  # noqa: PLC0415
+    from slidesparse.models import BUILTIN_MODELS  # noqa: PLC0415
     from slidesparse.pattern import Pattern  # noqa: PLC0415
 
     m_list = (4096, 16384) if quick else (4096, 16384, 65536)
     pats = [None, Pattern.parse("6:8"), Pattern.parse("8:10")]
     rows = []
+    every = model_shapes([m for m in BUILTIN_MODELS if m != "tiny"])  # the four real models' sizes
     steps = [
-        ("quant + dequant", Shapes((2048, 3584, 8192, 18944), (), (), (4608, 37888)), ("quant", "dequant"), m_list),
-        ("fused producers", Shapes((), (2048, 3584), (8192, 18944), ()), ("rmsnorm_quant", "silu_mul_quant"),
+        ("quant + dequant", Shapes(every.quant_k, (), (), (4608, 37888)), ("quant", "dequant"), m_list),
+        ("fused producers", Shapes((), every.rms_k, every.silu_i, ()), ("rmsnorm_quant", "silu_mul_quant"),
          (4096, 16384)),
     ]
     for name, shapes, kernels, ms in steps:

@@ -34,12 +34,13 @@ DEFAULT_SEARCH_DIR = Path("search")
 M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
-    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages"),
+    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
-           "num_stages": (1, 8), "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
+           "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0}  # key: value when a config leaves it out
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -85,34 +86,45 @@ def entry_key(kernel: str, K: int, dtype, pattern) -> str:
 
 
 def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
-    """Untuned launch config, from H100 sweeps (bf16 input, M = 4096..65536, tools/gpu_kernels.py).
+    """Untuned launch config, from H100 sweeps (bf16 input, M = 4096..65536, % of copy bandwidth).
 
-    Rows whose next power of two is <= 8192 (32768 for a lifted quant) are read once into
-    registers; short plain rows go two per program; lifted outputs are written in chunks of
-    BLOCK_W 4-column windows.
+    Rows whose next power of two is <= 8192 (32768 for a lifted quant, two tiles for a long SiLU
+    row) are read once into registers; short plain rows go two per program. A plain lifted row
+    reads each window's columns again (BLOCK_W windows at a time, cheap for a plain load); the
+    fused producers scatter their quantized columns instead of producing h again per window.
     """
     if _family(kernel) == "dequant":
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
     lifted = norm_pattern(pattern) not in ("dense", "2_4")
     kp = _next_pow2(max(K, 32))
-    rows, block_w = 1, 256
-    if kernel == "silu_mul_quant":  # arithmetic-heavy (exp + IEEE division per element)
-        block_k, block_w, num_warps = (kp if kp <= 8192 else 4096), 1024, 8
+    rows, block_w, extra = 1, 256, {}
+    if kernel == "silu_mul_quant":
+        # exp + IEEE division per element: h is produced once, from registers. Rows past 8192 go
+        # in two tiles (18944 = 16384 + 4096 lanes) with 32 warps; lifted rows are scattered.
+        block_w, num_warps = 1024, 8 if (kp <= 8192 and not lifted) else 16
+        block_k = kp
+        if kp > 8192:
+            block_k, num_warps, extra = kp // 2, 32, {"SPLIT": 1}
+        if lifted:
+            extra = {**extra, "SCATTER": 1}
+    elif kernel == "rmsnorm_quant" and kp <= 8192:  # three row reductions: one row, 4 warps
+        block_k, num_warps = min(kp, 4096), 4
+        if K > block_k:  # 5120 = 4096 + 1024 lanes, not 8192
+            extra = {"SPLIT": 1}
+        if lifted:  # x and w would be read again per window: scatter from registers instead
+            extra = {**extra, "SCATTER": 1}
     elif lifted:
         limit = 32768 if kernel == "quant" else 8192
         block_k = kp if kp <= limit else limit // 2
-        if block_k <= 2048:
-            num_warps = 4
-        elif block_k >= 32768:
-            num_warps, block_w = 16, 1024
-        else:
-            num_warps, block_w = 8, (256 if block_k <= 4096 else 1024)
+        # about 24-32 columns a thread (H100: K=3072 4 warps 96 %, 5120 8 warps 98 %, 8192 16 warps 98 %)
+        num_warps = min(16, max(4, _next_pow2(-(-K // 768))))
+        block_w = 1024 if block_k >= 8192 else 256
     else:
         block_k = min(kp, 8192)
         if kp <= 4096:
             rows = 2
         num_warps = 8 if rows * block_k >= 4096 else 4
-    return {"BLOCK_K": block_k, "BLOCK_W": block_w, "ROWS": rows, "num_warps": num_warps, "num_stages": 1}
+    return {"BLOCK_K": block_k, "BLOCK_W": block_w, "ROWS": rows, "num_warps": num_warps, "num_stages": 1, **extra}
 
 
 def validate_config(kernel: str, config, where: str = "config") -> dict:
@@ -121,14 +133,14 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
     if not isinstance(config, dict):
         raise ValueError(f"{where}: a launch config must be an object with keys {keys}, got {config!r}")
     unknown = set(config) - set(keys)
-    missing = set(keys) - set(config) - {"num_stages"}
+    missing = set(keys) - set(config) - set(_OPTIONAL)
     if unknown or missing:
         raise ValueError(f"{where}: launch config for {kernel} needs keys {keys}"
                          f"{f'; unknown {sorted(unknown)}' if unknown else ''}"
                          f"{f'; missing {sorted(missing)}' if missing else ''}")
     out = {}
     for k in keys:
-        v = config.get(k, 1)
+        v = config.get(k, _OPTIONAL.get(k))
         if not isinstance(v, int) or isinstance(v, bool):
             raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
         lo, hi = _LIMITS[k]

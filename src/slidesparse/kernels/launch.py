@@ -99,15 +99,16 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     if Mp == 0:
         return q, s
     L = 0 if p is None or p.window == 4 else p.window  # 2:4 lifting is the identity
-    block_k = int(config["BLOCK_K"])
     rows = int(config["ROWS"])
+    block_k, block_k2, kin, one_chunk, scatter = tiling(K, kout, L, config)
     kernel = tk.quant_kernel_static if _SOFT else tk.quant_kernel
     kernel[(triton_cdiv(Mp, rows),)](
         x, weight if weight is not None else x, q, s,
-        M, Mp, K, kout, kout // 4, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
+        M, Mp, K, kout, kin, kout // 4, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
         float(K), float(eps),
         QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
-        ONE_CHUNK=K <= block_k, BLOCK_K=block_k, BLOCK_W=int(config["BLOCK_W"]), ROWS=rows,
+        ONE_CHUNK=one_chunk, SCATTER=scatter, BLOCK_K=block_k, BLOCK_K2=block_k2,
+        BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=1 << (2 * L + 27).bit_length() if scatter else 1,
         num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
         enable_fp_fusion=False,
     )
@@ -154,6 +155,24 @@ def dequant(acc: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, bia
         enable_fp_fusion=False,
     )
     return out
+
+
+def tiling(K: int, kout: int, L: int, config: dict) -> tuple[int, int, int, bool, bool]:
+    """How the quant kernel covers a row: (BLOCK_K, BLOCK_K2, KIN, ONE_CHUNK, SCATTER).
+
+    KIN: the input columns pass 2 walks (KOUT for a plain row, with its zero padding; K for a
+    lift). ONE_CHUNK when they fit BLOCK_K, or, with SPLIT, BLOCK_K plus a second power-of-two
+    tile no larger than BLOCK_K (BLOCK_K2).
+    """
+    block_k = int(config["BLOCK_K"])
+    scatter = L > 0 and bool(config.get("SCATTER", 0))
+    kin = K if L > 0 else kout
+    if kin <= block_k:
+        return block_k, 0, kin, True, scatter
+    rest = kin - block_k
+    if config.get("SPLIT", 0) and rest <= block_k:
+        return block_k, max(32, 1 << (rest - 1).bit_length()), kin, True, scatter
+    return block_k, 0, kin, False, scatter
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -101,29 +101,43 @@ def _produce(x_rows, offs, mask, w_ptr, rstd, inter, PRODUCER: tl.constexpr, SOF
 @triton.jit
 def _quant_rows(
     x_ptr, w_ptr, q_ptr, s_ptr,
-    M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+    M, M_PAD, K, KOUT, KIN, NWIN, stride_xm, stride_qm, inter, kf, eps,
     QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
-    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr, SCATTER: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    TAIL: tl.constexpr,
 ):
     """A tile of ROWS rows, [pid*ROWS, pid*ROWS + ROWS), of q [M_PAD, KOUT] and scale [M_PAD].
 
     Rows >= M read as zeros (q = 0, scale = ABSMAX_FLOOR / QMAX: what the reference gives a zero row),
     so every output element is written. Columns: L == 0 -> q[:, j] from column j (zero for j >= K);
-    L > 0 -> the lifted layout: slid column 4*win + lane reads g*L + 2*w + lane with
+    L > 0 -> the lifted layout: slid column 4*win + lane holds input column g*L + 2*w + lane with
     g = win // (L/2 - 1), w = win % (L/2 - 1), zero where that is >= K.
     For RMSNORM, ``inter`` is K (the weight's length); for SILU_MUL it is I (where `up` starts).
+
+    ONE_CHUNK: h of the whole row stays in registers between the absmax and the quantization, as
+    one tile of BLOCK_K columns plus, if BLOCK_K2 > 0, a second of BLOCK_K2 (a row of 18944 is
+    16384 + 4096 lanes, not 32768). Otherwise h is produced twice, chunk by chunk.
+    Lifting: SCATTER writes each quantized input column to its one or two slid columns (no second
+    production of h, byte stores); otherwise each window reads its four columns again (4-byte loads,
+    h produced again for every window: 2(L-2)/L times the columns). KIN is how many input columns
+    pass 2 walks: K for a scatter (slid columns whose source is >= K are zeroed apart, TAIL at a
+    time), KOUT for a plain row (its padding columns read as zeros).
     """
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     live = (rows < M)[:, None]
     rows64 = rows.to(tl.int64)
     x_rows = x_ptr + rows64[:, None] * stride_xm          # [ROWS, 1]
     offs_k = tl.arange(0, BLOCK_K)[None, :]                 # [1, BLOCK_K]
+    offs_b = BLOCK_K + tl.arange(0, BLOCK_K2 if BLOCK_K2 > 0 else 1)[None, :]  # the second tile
 
     if PRODUCER == 1:  # pass 0: rstd from the fixed-point sum of squares (reference.sum_squares)
         if ONE_CHUNK:
             x_all = _f32(tl.load(x_rows + offs_k, mask=live & (offs_k < K), other=0.0), SOFT)
             amx = tl.max(tl.abs(x_all), axis=1)
+            if BLOCK_K2 > 0:
+                x_b = _f32(tl.load(x_rows + offs_b, mask=live & (offs_b < K), other=0.0), SOFT)
+                amx = tl.maximum(amx, tl.max(tl.abs(x_b), axis=1))
         else:
             accx = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -136,6 +150,9 @@ def _quant_rows(
         if ONE_CHUNK:
             xs = x_all * up
             ssq = tl.sum((xs * xs).to(tl.int64), axis=1)
+            if BLOCK_K2 > 0:
+                xs_b = x_b * up
+                ssq = ssq + tl.sum((xs_b * xs_b).to(tl.int64), axis=1)
         else:
             acc64 = tl.zeros([ROWS, BLOCK_K], dtype=tl.int64)
             for k0 in range(0, K, BLOCK_K):
@@ -155,6 +172,12 @@ def _quant_rows(
         else:
             h_all = _produce(x_rows, offs_k, live & (offs_k < K), w_ptr, rstd, inter, PRODUCER, SOFT)
         amax = tl.max(tl.abs(h_all), axis=1)
+        if BLOCK_K2 > 0:
+            if PRODUCER == 1:
+                h_b = (x_b * rstd) * _f32(tl.load(w_ptr + offs_b, mask=offs_b < K, other=0.0), SOFT)
+            else:
+                h_b = _produce(x_rows, offs_b, live & (offs_b < K), w_ptr, rstd, inter, PRODUCER, SOFT)
+            amax = tl.maximum(amax, tl.max(tl.abs(h_b), axis=1))
     else:
         accm = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -166,17 +189,29 @@ def _quant_rows(
     inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
     tl.store(s_ptr + rows, tl.math.div_rn(amax, tl.full([ROWS], QMAX, tl.float32)), mask=rows < M_PAD)
 
-    # pass 2: quantize (and lift) into q, written in contiguous chunks
+    # pass 2: quantize (and lift) into q
     keep = (rows < M_PAD)[:, None]
     q_rows = q_ptr + rows64[:, None] * stride_qm            # [ROWS, 1]
-    if L == 0:
+    if L == 0 or SCATTER:
         if ONE_CHUNK:
-            tl.store(q_rows + offs_k, _quantize(h_all * inv[:, None], QFP8, SOFT), mask=keep & (offs_k < KOUT))
+            _emit(q_rows, 0, _quantize(h_all * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K)
+            if BLOCK_K2 > 0:
+                _emit(q_rows, BLOCK_K, _quantize(h_b * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K2)
         else:
-            for j0 in range(0, KOUT, BLOCK_K):
-                offs = j0 + offs_k
+            for k0 in range(0, KIN, BLOCK_K):
+                offs = k0 + offs_k
                 h = _produce(x_rows, offs, live & (offs < K), w_ptr, rstd, inter, PRODUCER, SOFT)
-                tl.store(q_rows + offs, _quantize(h * inv[:, None], QFP8, SOFT), mask=keep & (offs < KOUT))
+                _emit(q_rows, k0, _quantize(h * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K)
+        if L > 0:
+            # Zeros where a slid column's source is >= K: in the windows of the group K falls in and
+            # after the last window, up to KOUT (a multiple of 32): fewer than TAIL columns from p0.
+            NWT: tl.constexpr = L // 2 - 1
+            p = (K // L) * (4 * NWT) + tl.arange(0, TAIL)[None, :]
+            win = p // 4
+            g = win // NWT
+            src = g * L + 2 * (win - g * NWT) + (p % 4)
+            tl.store(q_rows + p, tl.zeros([ROWS, TAIL], dtype=q_ptr.dtype.element_ty),
+                     mask=keep & (p < KOUT) & (src >= K))
     else:
         NW: tl.constexpr = L // 2 - 1
         lane = tl.arange(0, 4)[None, None, :]              # [1, 1, 4]
@@ -197,31 +232,61 @@ def _quant_rows(
 
 
 @triton.jit
+def _emit(q_rows, k0, q, keep, KIN, L: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """Store q, the quantized input columns [k0, k0 + BLOCK) (those < KIN), of ROWS rows.
+
+    L == 0: at the same columns. Lifted: columns come in pairs (2p, 2p + 1); pair j of group g goes
+    to window j (lanes 0-1) unless it is the group's last pair, and to window j - 1 (lanes 2-3)
+    unless it is the first. The pair is the innermost dimension of a [ROWS, BLOCK/2, 2] view, so
+    each store writes two contiguous bytes (column-wise byte stores cost twice the instructions).
+    """
+    if L == 0:
+        k = k0 + tl.arange(0, BLOCK)[None, :]
+        tl.store(q_rows + k, q, mask=keep & (k < KIN))
+    else:
+        NW: tl.constexpr = L // 2 - 1
+        q3 = tl.reshape(q, [ROWS, BLOCK // 2, 2])
+        pair = k0 // 2 + tl.arange(0, BLOCK // 2)[None, :, None]     # [1, BLOCK/2, 1]
+        lane = tl.arange(0, 2)[None, None, :]                        # [1, 1, 2]
+        g = pair // (L // 2)
+        j = pair - g * (L // 2)
+        base = g * (4 * NW) + 4 * j                                  # window j, lane 0
+        # Per pair, so the mask provably covers both bytes. With K odd, the last pair's second column
+        # (>= K, h = 0) stores a 0 where the tail also writes one: same value, harmless.
+        m = keep[:, :, None] & (pair < (KIN + 1) // 2)
+        rows3 = q_rows[:, :, None]
+        tl.store(rows3 + (base + lane), q3, mask=m & (j < NW))
+        tl.store(rows3 + (base - 2 + lane), q3, mask=m & (j > 0))
+
+
+@triton.jit
 def quant_kernel(
     x_ptr, w_ptr, q_ptr, s_ptr,
-    M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
+    M, M_PAD, K, KOUT, KIN, NWIN, stride_xm, stride_qm, inter, kf, eps,
     QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
-    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr, SCATTER: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    TAIL: tl.constexpr,
 ):
-    """The GPU entry: K, KOUT, NWIN are run-time values (one compiled variant serves every K)."""
-    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
-                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, BLOCK_K, BLOCK_W, ROWS)
+    """The GPU entry: K, KOUT, KIN, NWIN are run-time values (one compiled variant serves every K)."""
+    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, NWIN, stride_xm, stride_qm, inter, kf, eps,
+                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, SCATTER, BLOCK_K, BLOCK_K2, BLOCK_W, ROWS, TAIL)
 
 
 @triton.jit
 def quant_kernel_static(
     x_ptr, w_ptr, q_ptr, s_ptr,
-    M, M_PAD, K: tl.constexpr, KOUT: tl.constexpr, NWIN: tl.constexpr, stride_xm, stride_qm, inter, kf, eps,
-    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
-    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    M, M_PAD, K: tl.constexpr, KOUT: tl.constexpr, KIN: tl.constexpr, NWIN: tl.constexpr, stride_xm, stride_qm,
+    inter, kf, eps, QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, ONE_CHUNK: tl.constexpr, SCATTER: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr,
+    TAIL: tl.constexpr,
 ):
     """The interpreter entry: the loop bounds are constexpr because the Triton 3.6 interpreter
     cannot take a run-time value as a ``range`` bound with numpy >= 2.4 (int() of a 1-element
     array is an error there). Same body as ``quant_kernel``."""
-    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, NWIN, stride_xm, stride_qm, inter, kf, eps,
-                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, BLOCK_K, BLOCK_W, ROWS)
+    _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, NWIN, stride_xm, stride_qm, inter, kf, eps,
+                QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, SCATTER, BLOCK_K, BLOCK_K2, BLOCK_W, ROWS, TAIL)
 
 
 @triton.jit

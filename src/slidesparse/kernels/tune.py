@@ -37,22 +37,32 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
             out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": nw, "num_stages": 1})
     else:
         lifted = pattern is not None and Pattern.parse(pattern).window != 4
+        scatters = (0, 1) if lifted else (0,)
         np2 = 1 << max(5, (int(K) - 1).bit_length())
         for bk in sorted({b for b in (np2, 2048, 4096, 8192, 16384, 32768) if 2048 <= b <= max(np2, 2048)}):
-            for nw in ((8, 16) if bk >= 32768 else (4, 8)):
+            for nw in ((8, 16) if bk >= 32768 else (4, 8, 16)):
                 per_thread = bk // (32 * nw)
                 if not 4 <= per_thread <= 128:
                     continue
                 for bw in ((256, 1024) if lifted else (256,)):
-                    out.append({"BLOCK_K": bk, "BLOCK_W": bw, "ROWS": 1, "num_warps": nw, "num_stages": 1})
+                    for sc in scatters:
+                        if sc and bw != 1024:  # a scattered lift has no window blocks
+                            continue
+                        out.append({"BLOCK_K": bk, "BLOCK_W": bw, "ROWS": 1, "num_warps": nw, "num_stages": 1,
+                                    "SCATTER": sc})
+        if np2 > 4096 and kernel != "rmsnorm_quant":  # the row in two tiles, np2/2 + a smaller one
+            for nw in (16, 32):
+                for sc in scatters:
+                    out.append({"BLOCK_K": np2 // 2, "BLOCK_W": 1024, "ROWS": 1, "num_warps": nw, "num_stages": 1,
+                                "SCATTER": sc, "SPLIT": 1})
         if K <= 4096:
             out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
     seen, uniq = set(), []
-    for c in out:
+    for c in map(lambda c: validate_config(kernel, c), out):  # validated first: optional keys filled in
         key = tuple(sorted(c.items()))
         if key not in seen:
             seen.add(key)
-            uniq.append(validate_config(kernel, c))
+            uniq.append(c)
     return uniq
 
 
