@@ -54,6 +54,32 @@ def test_int8_sparse_engine_equals_pruned_dense_engine(pattern):
     assert not torch.equal(ps, pd)  # pruning did change the model
 
 
+class FusedRopeOps(ReferenceOps):
+    """The reference ops plus the Triton RoPE + KV-cache kernel (interpreted on the CPU)."""
+
+    fused_rope = True
+
+    def rope_cache(self, *args):
+        from slidesparse.kernels import launch
+
+        return launch.rope_cache(*args)
+
+
+@pytest.mark.parametrize("qdtype", ["int8", "fp8"])
+def test_engine_with_the_fused_rope_kernel_gives_the_same_logits(qdtype):
+    """The fused RoPE + cache write (prefill through the cache slots, then decode) changes no bit."""
+    cfg = get_model("tiny")
+    plain = _logits(build_engine(cfg, EngineSpec(qdtype), DENSE, ReferenceOps(), seed=5))
+    fused = _logits(build_engine(cfg, EngineSpec(qdtype), DENSE, FusedRopeOps(), seed=5))
+    assert torch.equal(plain[0], fused[0]) and torch.equal(plain[1], fused[1])
+
+
+def test_triton_ops_leave_the_fused_rope_off_by_default():
+    from slidesparse.kernels import TritonOps
+
+    assert TritonOps(search_dir=None).fused_rope is False and TritonOps(search_dir=None, fused_rope=True).fused_rope
+
+
 def test_engine_spec_needs_matching_backend():
     with pytest.raises(ValueError, match="sparse backend"):
         build_engine(get_model("tiny"), EngineSpec("int8", Pattern.parse("6:8")), DENSE, ReferenceOps())

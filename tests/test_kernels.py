@@ -567,3 +567,41 @@ def test_bench_quant_needs_cuda_and_known_kernels():
         pytest.skip("CUDA present")
     with pytest.raises(RuntimeError, match="CUDA"):
         run_quant_bench(shapes=Shapes((64,), (), (), ()), m_list=[64], qdtypes=["int8"], patterns=[None])
+
+
+# --- RoPE + KV-cache write ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("B, T, heads, kv_heads, D", [(2, 3, 4, 2, 32), (1, 1, 3, 1, 8), (3, 2, 5, 5, 16)])
+def test_rope_cache_matches_reference(B, T, heads, kv_heads, D, dtype):
+    from slidesparse.ops import rope_cache_reference
+
+    g = torch.Generator().manual_seed(B * 100 + T * 10 + heads)
+    qkv = (torch.randn(B, T, (heads + 2 * kv_heads) * D, generator=g) * 3).to(dtype)
+    S = 7
+    ang = torch.rand(T, D // 2, generator=g) * 50
+    cos, sin = ang.cos(), ang.sin()
+    pos = torch.randperm(S, generator=g)[:T]
+    caches = [(torch.randn(B, kv_heads, S, D, generator=g)).to(dtype) for _ in range(2)]
+    ref_k, ref_v = caches[0].clone(), caches[1].clone()
+    k, v = caches[0].clone(), caches[1].clone()
+    q_ref = rope_cache_reference(qkv, cos, sin, pos, ref_k, ref_v, heads, kv_heads)
+    q = launch.rope_cache(qkv, cos, sin, pos, k, v, heads, kv_heads)
+    assert q.shape == (B, heads, T, D)
+    assert torch.equal(q.view(torch.int16), q_ref.view(torch.int16))
+    assert torch.equal(k.view(torch.int16), ref_k.view(torch.int16))  # written slots and untouched ones
+    assert torch.equal(v.view(torch.int16), ref_v.view(torch.int16))
+
+
+def test_rope_cache_argument_errors():
+    qkv = torch.zeros(1, 2, 8 * 4, dtype=torch.bfloat16)
+    cos = sin = torch.zeros(2, 4)
+    kc = vc = torch.zeros(1, 1, 5, 8, dtype=torch.bfloat16)
+    pos = torch.arange(2)
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        launch.rope_cache(qkv, cos, sin, pos, kc, vc, 3, 1)          # 32 = (3 + 2) x 6.4
+    with pytest.raises(ValueError, match="cos/sin"):
+        launch.rope_cache(qkv, cos[:1], sin, pos, kc, vc, 2, 1)
+    with pytest.raises(ValueError, match="pos"):
+        launch.rope_cache(qkv, cos, sin, pos.int(), kc, vc, 2, 1)
+    with pytest.raises(ValueError, match="k_cache"):
+        launch.rope_cache(qkv, cos, sin, pos, kc.float(), vc, 2, 1)

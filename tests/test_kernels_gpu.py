@@ -323,3 +323,25 @@ def test_rounding_ties_on_the_hardware_paths():
     one = torch.ones(1, device="cuda")
     sb = torch.ones(acc.shape[1], device="cuda")
     assert torch.equal(ops.dequant(acc, one, sb, None, torch.bfloat16), dequant(acc, one, sb, None, torch.bfloat16))
+
+
+@pytest.mark.parametrize("heads, kv_heads, D", [(28, 4, 128), (32, 8, 64), (40, 8, 128)])
+@pytest.mark.parametrize("B, T", [(64, 1), (2, 16)])
+def test_rope_cache_model_shapes(heads, kv_heads, D, B, T, gen):
+    """The fused RoPE + KV-cache write equals the torch reference bit for bit (decode and prefill)."""
+    from slidesparse.kernels import launch
+    from slidesparse.ops import rope_cache_reference
+
+    qkv = (torch.randn(B, T, (heads + 2 * kv_heads) * D, device="cuda", generator=gen.g) * 3).to(torch.bfloat16)
+    S = 40
+    ang = torch.rand(T, D // 2, device="cuda", generator=gen.g) * 1000
+    cos, sin = ang.cos(), ang.sin()
+    pos = torch.arange(T, device="cuda") + (S - T if T == 1 else 0)
+    kc = torch.randn(B, kv_heads, S, D, device="cuda", generator=gen.g).to(torch.bfloat16)
+    vc = torch.randn(B, kv_heads, S, D, device="cuda", generator=gen.g).to(torch.bfloat16)
+    kr, vr = kc.clone(), vc.clone()
+    q_ref = rope_cache_reference(qkv, cos, sin, pos, kr, vr, heads, kv_heads)
+    q = launch.rope_cache(qkv, cos, sin, pos, kc, vc, heads, kv_heads)
+    assert torch.equal(q.view(torch.int16), q_ref.view(torch.int16)), f"q differs seed={gen.seed}"
+    assert torch.equal(kc.view(torch.int16), kr.view(torch.int16)), f"k cache differs seed={gen.seed}"
+    assert torch.equal(vc.view(torch.int16), vr.view(torch.int16)), f"v cache differs seed={gen.seed}"

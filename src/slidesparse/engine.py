@@ -22,6 +22,7 @@ from .gemm import GemmBackend
 from .linear import SlideSparseLinear
 from .checkpoint import checkpoint_pattern, load_converted
 from .models import ModelConfig
+from .ops import rope_cache_reference
 from .pattern import Pattern
 from .quant import quantize_weight
 from .sparsify import prune, slide, unslide
@@ -69,13 +70,6 @@ def _rope_cache(cfg: ModelConfig, max_pos: int, device) -> tuple[torch.Tensor, t
     return freqs.cos(), freqs.sin()
 
 
-def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, D]; cos/sin [T, D/2] (rotate-half convention, as HF Llama/Qwen2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    c, s = cos[None, None], sin[None, None]
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-
-
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, linears: dict[str, SlideSparseLinear], dtype, device):
         super().__init__()
@@ -107,14 +101,13 @@ class DecoderLayer(nn.Module):
         cfg = self.cfg
         B, T, _ = h.shape
         qkv = self._norm_linear(self.input_norm, self.qkv, h)
-        nq, nkv = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
-        q = qkv[..., :nq].view(B, T, cfg.heads, cfg.head_dim).transpose(1, 2)
-        k = qkv[..., nq:nq + nkv].view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-        v = qkv[..., nq + nkv:].view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-        k_cache.index_copy_(2, pos, k)
-        v_cache.index_copy_(2, pos, v)
-        if mask is None:  # prefill: attend within the new tokens
+        nq = cfg.heads * cfg.head_dim
+        # RoPE + cache write: one fused launch when the ops offer it (a dozen small torch ops otherwise)
+        ops = self.qkv.ops
+        rope_cache = ops.rope_cache if getattr(ops, "fused_rope", False) else rope_cache_reference
+        q = rope_cache(qkv, cos, sin, pos, k_cache, v_cache, cfg.heads, cfg.kv_heads)
+        if mask is None:  # prefill (slots 0..T-1): attend within the new tokens
+            k, v = k_cache[:, :, :T], v_cache[:, :, :T]
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
             attn = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)

@@ -18,6 +18,30 @@ def gemm_k(K: int, pattern: Pattern | None) -> int:
     return pattern.slid_k(K) if pattern is not None else -(-K // K_ALIGN) * K_ALIGN
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, D]; cos/sin [T, D/2] (rotate-half convention, as HF Llama/Qwen2), in float32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[None, None], sin[None, None]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+def rope_cache_reference(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
+                         k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
+    """Split qkv [B, T, (heads + 2*kv_heads)*D], apply RoPE to q and k (cos/sin [T, D/2] float32 at
+    the tokens' positions), write k and v into the caches [B, kv_heads, S, D] at slots ``pos`` [T];
+    return q [B, heads, T, D]. Each float32 product and sum is rounded on its own (no FMA), the
+    result rounded once to qkv's dtype: what the fused GPU kernel reproduces bit for bit."""
+    B, T, N = qkv.shape
+    D = N // (heads + 2 * kv_heads)
+    nq, nkv = heads * D, kv_heads * D
+    q = qkv[..., :nq].view(B, T, heads, D).transpose(1, 2)
+    k = qkv[..., nq:nq + nkv].view(B, T, kv_heads, D).transpose(1, 2)
+    v = qkv[..., nq + nkv:].view(B, T, kv_heads, D).transpose(1, 2)
+    k_cache.index_copy_(2, pos, _rotate(k, cos, sin))
+    v_cache.index_copy_(2, pos, v)
+    return _rotate(q, cos, sin)
+
+
 class ReferenceOps:
     name = "torch"
 

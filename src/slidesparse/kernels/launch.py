@@ -175,8 +175,45 @@ def tiling(K: int, kout: int, L: int, config: dict) -> tuple[int, int, int, bool
     return block_k, 0, kin, False, scatter
 
 
+def rope_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
+               v_cache: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
+    """RoPE on q and k of ``qkv`` [B, T, (heads + 2*kv_heads)*D] and the KV-cache write, one launch.
+
+    cos/sin: float32 [T, D/2] (the rows of the token positions); pos: int64 [T] cache slots;
+    caches [B, kv_heads, S, D] with unit stride in D. Returns q as [B, heads, T, D] (a view of a
+    [B, T, heads, D] buffer), equal bit for bit to ``slidesparse.ops.rope_cache_reference``.
+    """
+    if qkv.dim() != 3 or qkv.stride(2) != 1 or qkv.stride(0) != qkv.shape[1] * qkv.stride(1):
+        raise ValueError(f"qkv must be [B, T, N] with contiguous rows, got {tuple(qkv.shape)} strides {qkv.stride()}")
+    B, T, N = qkv.shape
+    D = N // (heads + 2 * kv_heads)
+    if D * (heads + 2 * kv_heads) != N or D < 2 or D & (D - 1):
+        raise ValueError(f"qkv width {N} is not (heads {heads} + 2 x kv_heads {kv_heads}) x a power-of-two head_dim")
+    if cos.shape != (T, D // 2) or sin.shape != (T, D // 2) or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        raise ValueError(f"cos/sin must be float32 [{T}, {D // 2}], got {tuple(cos.shape)} {cos.dtype}")
+    if pos.shape != (T,) or pos.dtype != torch.int64:
+        raise ValueError(f"pos must be int64 [{T}], got {tuple(pos.shape)} {pos.dtype}")
+    for name, c in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if c.dim() != 4 or c.shape[0] != B or c.shape[1] != kv_heads or c.shape[3] != D or c.stride(3) != 1 \
+                or c.dtype != qkv.dtype or c.device != qkv.device:
+            raise ValueError(f"{name} must be [{B}, {kv_heads}, S, {D}] {qkv.dtype} on {qkv.device}, got "
+                             f"{tuple(c.shape)} {c.dtype}")
+    if k_cache.stride() != v_cache.stride():
+        raise ValueError("k_cache and v_cache must have the same strides")
+    q = torch.empty(B, T, heads, D, dtype=qkv.dtype, device=qkv.device)
+    if B * T == 0:
+        return q.transpose(1, 2)
+    tk.rope_cache_kernel[(B * T,)](
+        qkv, cos.contiguous(), sin.contiguous(), pos.contiguous(), q, k_cache, v_cache,
+        T, qkv.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        H=heads, HKV=kv_heads, D=D, BLOCK_H=1 << max(0, heads - 1).bit_length(), SOFT=_SOFT,
+        num_warps=4, enable_fp_fusion=False,
+    )
+    return q.transpose(1, 2)
+
+
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["M_ALIGN", "m_pad", "out_k", "quant", "dequant"]
+__all__ = ["M_ALIGN", "m_pad", "out_k", "quant", "dequant", "rope_cache"]

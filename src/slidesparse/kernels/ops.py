@@ -4,6 +4,10 @@ quant(x, qdtype, pattern)          -> (q [M_pad, gemm_k(K)], scale_a [M_pad] flo
 dequant(acc, sa, sb, bias, dtype)  -> [M, N]
 rmsnorm_quant(x, w, eps, qdtype, pattern)  -> like quant, of RMSNorm(x) (kernels/reference.py)
 silu_mul_quant(gate_up, qdtype, pattern)   -> like quant, of silu(gate) * up, K = I
+rope_cache(qkv, cos, sin, pos, k_cache, v_cache, heads, kv_heads) -> q [B, H, T, D]; k, v written
+    into the caches at ``pos`` (RoPE and cache write in one launch; ops.rope_cache_reference).
+    The engine uses it only when ``fused_rope`` is True: the kernel is bit-exact under the Triton
+    interpreter and compiles for sm_90, but has not yet run on a GPU (off by default until it has).
 
 M_pad = ceil(M/16)*16: the padding rows are quantized zero rows (q = 0, scale = ABSMAX_FLOOR/QMAX),
 so the GEMM can consume q as is; slice ``[:M]`` where only real rows matter. Every method takes
@@ -25,9 +29,12 @@ from .configs import DEFAULT_SEARCH_DIR, KernelConfigs
 class TritonOps:
     name = "triton"
 
-    def __init__(self, search_dir: Path | str | None = DEFAULT_SEARCH_DIR, hwtag: str | None = None):
-        """``search_dir`` None: always the built-in default configs (no file is read)."""
+    def __init__(self, search_dir: Path | str | None = DEFAULT_SEARCH_DIR, hwtag: str | None = None,
+                 fused_rope: bool = False):
+        """``search_dir`` None: always the built-in default configs (no file is read).
+        ``fused_rope``: let the engine call ``rope_cache`` (see the module docstring)."""
         self.configs = None if search_dir is None else KernelConfigs(search_dir, hwtag)
+        self.fused_rope = bool(fused_rope)
         self._defaults: dict[tuple, dict] = {}
 
     def config(self, kernel: str, K: int, M: int, dtype, pattern) -> dict:
@@ -58,6 +65,10 @@ class TritonOps:
         launch.check_x(gate_up, "gate_up")
         cfg = self.config("silu_mul_quant", max(1, gate_up.shape[-1] // 2), gate_up.shape[0], qdtype, pattern)
         return launch.quant(gate_up, qdtype, pattern, cfg, producer=tk.SILU_MUL, out=out)
+
+    def rope_cache(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
+                   k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
+        return launch.rope_cache(qkv, cos, sin, pos, k_cache, v_cache, heads, kv_heads)
 
     def dequant(self, acc: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
                 bias: torch.Tensor | None, out_dtype: torch.dtype, *, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -310,6 +310,50 @@ def dequant_kernel(
     _store_f32(out_ptr + rows64[:, None] * stride_om + cols[None, :], y, mask, SOFT)
 
 
+@triton.jit
+def _rope_heads(src, dst, dst_stride_h, c, s, NH: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
+                ROTATE: tl.constexpr, SOFT: tl.constexpr):
+    """NH heads of D values from ``src`` (contiguous heads) to ``dst`` (heads ``dst_stride_h`` apart),
+    rotated (rotate-half: x1*c - x2*s | x2*c + x1*s, float32, no FMA) when ROTATE, else copied."""
+    HALF: tl.constexpr = D // 2
+    hh = tl.arange(0, BLOCK_H)[:, None]
+    offs_d = tl.arange(0, HALF)[None, :]
+    m = hh < NH
+    x1 = _f32(tl.load(src + hh * D + offs_d, mask=m, other=0.0), SOFT)
+    x2 = _f32(tl.load(src + hh * D + HALF + offs_d, mask=m, other=0.0), SOFT)
+    if ROTATE:
+        r1 = x1 * c - x2 * s
+        r2 = x2 * c + x1 * s
+    else:
+        r1 = x1
+        r2 = x2
+    _store_f32(dst + hh * dst_stride_h + offs_d, r1, m, SOFT)
+    _store_f32(dst + hh * dst_stride_h + HALF + offs_d, r2, m, SOFT)
+
+
+@triton.jit
+def rope_cache_kernel(
+    qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr,
+    T, stride_row, stride_cb, stride_ch, stride_cs,
+    H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr,
+):
+    """One token row (b, t) of qkv [B*T, (H + 2*HKV)*D]: rotate q and k (RoPE in float32, each
+    product and sum rounded as torch's separate ops round them), write q to q [B*T, H*D], and k, v
+    into the caches [B, HKV, S, D] at slot pos[t]."""
+    row = tl.program_id(0)
+    b = row // T
+    t = row - b * T
+    HALF: tl.constexpr = D // 2
+    offs_d = tl.arange(0, HALF)[None, :]
+    c = tl.load(cos_ptr + t * HALF + offs_d)
+    s = tl.load(sin_ptr + t * HALF + offs_d)
+    src = qkv_ptr + row.to(tl.int64) * stride_row
+    at = b.to(tl.int64) * stride_cb + tl.load(pos_ptr + t) * stride_cs
+    _rope_heads(src, q_ptr + row.to(tl.int64) * (H * D), D, c, s, H, BLOCK_H, D, True, SOFT)
+    _rope_heads(src + H * D, kc_ptr + at, stride_ch, c, s, HKV, BLOCK_H, D, True, SOFT)
+    _rope_heads(src + (H + HKV) * D, vc_ptr + at, stride_ch, c, s, HKV, BLOCK_H, D, False, SOFT)
+
+
 def interpreted() -> bool:
     """True when the kernels run under the Triton interpreter (decided when this module was imported)."""
     from triton.runtime.interpreter import InterpretedFunction  # noqa: PLC0415
