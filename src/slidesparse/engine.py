@@ -106,8 +106,8 @@ class DecoderLayer(nn.Module):
         ops = self.qkv.ops
         rope_cache = ops.rope_cache if getattr(ops, "fused_rope", False) else rope_cache_reference
         q = rope_cache(qkv, cos, sin, pos, k_cache, v_cache, cfg.heads, cfg.kv_heads)
-        if mask is None:  # prefill (slots 0..T-1): attend within the new tokens
-            k, v = k_cache[:, :, :T], v_cache[:, :, :T]
+        if mask is None:  # prefill: attend within the new tokens, read back from their cache slots
+            k, v = k_cache.index_select(2, pos), v_cache.index_select(2, pos)
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
             attn = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)

@@ -116,7 +116,7 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
     elif lifted:
         limit = 32768 if kernel == "quant" else 8192
         block_k = kp if kp <= limit else limit // 2
-        # about 24-32 columns a thread (H100: K=3072 4 warps 96 %, 5120 8 warps 98 %, 8192 16 warps 98 %)
+        # about 14-24 columns a thread (H100: K=3072 4 warps 96 %, 5120 8 warps 98 %, 8192 16 warps 98 %)
         num_warps = min(16, max(4, _next_pow2(-(-K // 768))))
         block_w = 1024 if block_k >= 8192 else 256
     else:
