@@ -359,3 +359,38 @@ def test_tune_shapes_from_models():
     nk = resolve_shapes(["tiny"], ["4608,3584"])
     assert (4608, 3584) in nk and len(nk) == len(set(nk))
     assert all(k % 32 == 0 for _, k in nk)
+
+
+@pytest.mark.parametrize("sub, extra, patterns", [("coarse", [], [None]), ("fine", ["--patterns", "6:8,8:10"], ["2_8", "2_10"])])
+def test_tune_also_tunes_the_models_kernels(sub, extra, patterns, monkeypatch, tmp_path):
+    """coarse: dense quant kernels + dequant; fine: the lifting kernels per pattern; for --model sizes."""
+    from click.testing import CliRunner
+
+    import slidesparse.commands.tune as ct
+    import slidesparse.kernels.tune as kt
+    from slidesparse.models import get_model
+
+    calls = []
+    monkeypatch.setattr(ct, "_require_gpu", lambda: None)
+    monkeypatch.setattr(ct, "_run", lambda *a, **k: None)  # the GEMM part has its own tests
+    monkeypatch.setattr(kt, "tune_kernel", lambda kernel, ks, ms, dt, p, **kw: calls.append(
+        (kernel, tuple(ks), tuple(ms), str(dt), None if p is None else p.label, str(kw["search_dir"]))))
+    args = ["tune", sub, "--model", "tiny", "--dtype", "int8", "--m", "64,256", "--search", str(tmp_path), *extra]
+    r = CliRunner().invoke(_cli(), args)
+    assert r.exit_code == 0, r.output
+    cfg = get_model("tiny")
+    want = []
+    for p in patterns:
+        want += [("rmsnorm_quant", (cfg.hidden,), (64, 256), "int8", p, str(tmp_path)),
+                 ("quant", (cfg.heads * cfg.head_dim,), (64, 256), "int8", p, str(tmp_path)),
+                 ("silu_mul_quant", (cfg.intermediate,), (64, 256), "int8", p, str(tmp_path))]
+    ns = tuple(sorted({n for n, _ in cfg.linear_shapes().values()}))
+    want.append(("dequant", ns, (64, 256), "torch.int32", None, str(tmp_path)))
+    assert calls == want
+    assert "kernel sets tuned" in r.output
+
+    calls.clear()
+    r = CliRunner().invoke(_cli(), args + ["--no-kernels"])
+    assert r.exit_code == 0 and calls == []
+    r = CliRunner().invoke(_cli(), ["tune", sub, "--shape", "64,64", "--m", "64", "--search", str(tmp_path)])
+    assert r.exit_code == 0 and calls == [] and "skipped" in r.output

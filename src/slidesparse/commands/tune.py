@@ -156,22 +156,55 @@ def _run(library: str, jobs, ms, search_dir: Path, warmup: int, repeat: int, flu
         click.echo(f"  failed N={n} K={k} M={m}: {why}", err=True)
 
 
+def _tune_kernels(models: list[str], roles: list, jobs, ms, search_dir: Path) -> None:
+    """The Triton kernels the models' engines launch, for each dtype of ``jobs`` (dequant with the
+    GEMM's first output dtype), into <search>/<hwtag>/kernels.json."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from ..kernels.tune import tune_model_kernels  # noqa: PLC0415
+    from ..models import get_model  # noqa: PLC0415
+
+    if not models:
+        click.echo("triton kernels: skipped (they are tuned for --model sizes; only --shape was given)")
+        return
+    cfgs = [get_model(m) for m in models]
+    first = {}
+    for qd, od, _ in jobs:
+        first.setdefault(qd, od)
+    lines = []
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task("triton kernels")
+        for qd, od in first.items():
+            lines += tune_model_kernels(cfgs, roles, qd, od, ms, search_dir=search_dir,
+                                        progress=lambda text: bar.update(task, description=text))
+    click.echo(f"triton kernels: {len(lines)} kernel sets tuned -> {search_dir}/<hwtag>/kernels.json")
+
+
 @click.group("tune")
 def tune() -> None:
-    """Search the fastest GEMM algorithm per shape and M into the tuning DB (needs a GPU)."""
+    """Search the fastest GEMM algorithm per shape and M into the tuning DB (needs a GPU).
+
+    With --model, each stage also tunes the Triton activation kernels' launch configs for the
+    models' sizes: coarse the dense quant / fused-producer kernels and dequant, fine the lifting
+    ones for each pattern (--no-kernels: GEMMs only)."""
 
 
 @tune.command("coarse")
 @_common
 @click.option("--max-candidates", default=128, show_default=True, type=click.IntRange(1, 1024),
               help="heuristic algorithms timed per shape")
-def coarse(models, shapes, dtypes, m_text, out_text, search_dir, warmup, repeat, no_flush_l2, max_candidates):
+@click.option("--kernels/--no-kernels", default=True, show_default=True,
+              help="also tune the dense Triton quant kernels and dequant for the --model sizes")
+def coarse(models, shapes, dtypes, m_text, out_text, search_dir, warmup, repeat, no_flush_l2, max_candidates,
+           kernels):
     """cuBLASLt (dense): time every heuristic candidate for the models' (N, K)."""
     nk = resolve_shapes(_split(models), list(shapes))
     qds, ms = _prepare(dtypes, m_text)
     jobs = [(qd, od, nk) for qd in qds for od in _out_dtypes("cublaslt", qd, out_text)]
     _require_gpu()
     _run("cublaslt", jobs, ms, search_dir, warmup, repeat, not no_flush_l2, {"max_candidates": max_candidates})
+    if kernels:
+        _tune_kernels(_split(models), [None], jobs, ms, search_dir)
 
 
 @tune.command("fine")
@@ -180,8 +213,10 @@ def coarse(models, shapes, dtypes, m_text, out_text, search_dir, warmup, repeat,
 @click.option("--split-k", "split_k_text", default="1,-1,2,4,8", show_default=True,
               help="split-K values to try: 1 = none, -1 = the library's split-K heuristic, n > 1 = n splits")
 @click.option("--no-search", is_flag=True, help="skip cuSPARSELt's own matmul search candidate")
+@click.option("--kernels/--no-kernels", default=True, show_default=True,
+              help="also tune the lifting Triton kernels (each pattern) and dequant for the --model sizes")
 def fine(models, shapes, dtypes, m_text, out_text, search_dir, warmup, repeat, no_flush_l2, patterns,
-         split_k_text, no_search):
+         split_k_text, no_search, kernels):
     """cuSPARSELt (2:4): time every config id x split-K x mode for the slid (N, K') of each pattern.
 
     --shape N,K gives the sparse GEMM's K directly (already slid)."""
@@ -208,3 +243,5 @@ def fine(models, shapes, dtypes, m_text, out_text, search_dir, warmup, repeat, n
     _require_gpu()
     _run("cusparselt", jobs, ms, search_dir, warmup, repeat, not no_flush_l2,
          {"split_ks": split_ks, "include_search": not no_search})
+    if kernels:
+        _tune_kernels(_split(models), pats, jobs, ms, search_dir)

@@ -21,6 +21,8 @@ _LAZY = {
     "default_config": ("configs", "default_config"),
     "KernelConfigs": ("configs", "KernelConfigs"),
     "tune_kernel": ("tune", "tune_kernel"),
+    "tune_model_kernels": ("tune", "tune_model_kernels"),
+    "model_kernel_jobs": ("tune", "model_kernel_jobs"),
 }
 
 __all__ = list(_LAZY)

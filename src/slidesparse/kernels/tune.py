@@ -178,3 +178,39 @@ def tune_kernel(kernel: str, shapes, m_list, dtype, pattern=None, *, candidates:
         if log:
             log(f"saved {sum(len(v) for v in found.values())} buckets to {path}")
     return found
+
+
+def model_kernel_jobs(cfgs, patterns) -> list[tuple[str, list[int], Pattern | None]]:
+    """(kernel, K list, pattern) for every quant kernel the engines of ``cfgs`` (ModelConfig) launch,
+    per pattern (None = dense): rmsnorm_quant at K = hidden (qkv, gate_up), quant at K = heads *
+    head_dim (o), silu_mul_quant at I = intermediate (down)."""
+    def unique(values):
+        return sorted(set(values))
+
+    jobs = []
+    for p in patterns:
+        jobs.append(("rmsnorm_quant", unique(c.hidden for c in cfgs), p))
+        jobs.append(("quant", unique(c.heads * c.head_dim for c in cfgs), p))
+        jobs.append(("silu_mul_quant", unique(c.intermediate for c in cfgs), p))
+    return jobs
+
+
+def tune_model_kernels(cfgs, patterns, qdtype: str, acc_dtype, m_list, *, search_dir: Path | str = DEFAULT_SEARCH_DIR,
+                       progress: Callable[[str], None] | None = None) -> list[str]:
+    """Tune every Triton kernel the engines of ``cfgs`` launch for one quantized dtype: the quant
+    kernels of ``model_kernel_jobs`` and dequant at every N (accumulator ``acc_dtype``, what the
+    GEMM hands over). One step per (kernel, pattern); returns a line per step. Used by
+    ``slidesparse tune coarse|fine`` and the pipeline's tasks 3 and 4."""
+    done = []
+    for kernel, ks, p in model_kernel_jobs(cfgs, patterns):
+        label = f"{kernel}/{qdtype}/{p.label if p is not None else 'dense'} K={ks}"
+        if progress is not None:
+            progress(f"triton {label}")
+        tune_kernel(kernel, ks, m_list, qdtype, p, search_dir=search_dir, log=None)
+        done.append(label)
+    ns = sorted({n for c in cfgs for n, _ in c.linear_shapes().values()})
+    label = f"dequant/{norm_dtype('dequant', acc_dtype)} N={ns}"
+    if progress is not None:
+        progress(f"triton {label}")
+    tune_kernel("dequant", ns, m_list, acc_dtype, None, search_dir=search_dir, log=None)
+    return done + [label]

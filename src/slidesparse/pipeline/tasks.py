@@ -228,7 +228,7 @@ def tune_stage(stage: str, models: list[ModelSource], qdtypes: list[str], patter
 
     from ..gemm.tuning import tune_cublaslt, tune_cusparselt  # noqa: PLC0415
     from ..gemm.tuning_db import TuningStore  # noqa: PLC0415
-    from ..kernels import tune_kernel  # noqa: PLC0415
+    from ..kernels import model_kernel_jobs, tune_model_kernels  # noqa: PLC0415
     from ..ops import gemm_k  # noqa: PLC0415
 
     torch.cuda.set_device(torch.device(device))
@@ -244,14 +244,8 @@ def tune_stage(stage: str, models: list[ModelSource], qdtypes: list[str], patter
     cfgs = [m.config() for m in models]
     shapes = _unique((n, p.slid_k(k) if p is not None else gemm_k(k, None))
                      for c in cfgs for n, k in c.linear_shapes().values() for p in roles)
-    kjobs = []
-    for p in roles:
-        kjobs.append(("rmsnorm_quant", _unique(c.hidden for c in cfgs), p))
-        kjobs.append(("quant", _unique(c.heads * c.head_dim for c in cfgs), p))
-        kjobs.append(("silu_mul_quant", _unique(c.intermediate for c in cfgs), p))
-    ns = _unique(n for c in cfgs for n, _ in c.linear_shapes().values())
     store = TuningStore(search_dir)
-    total = len(qdtypes) * (len(shapes) + len(kjobs) + 1)
+    total = len(qdtypes) * (len(shapes) + len(model_kernel_jobs(cfgs, roles)) + 1)
     done, summary = 0, {"library": lib, "shapes": [list(s) for s in shapes], "m_list": list(m_list),
                         "gemm": {}, "kernels": []}
     tune = tune_cusparselt if sparse else tune_cublaslt
@@ -268,17 +262,15 @@ def tune_stage(stage: str, models: list[ModelSource], qdtypes: list[str], patter
             res["failed"] += [f"N={fn} K={fk} M={fm}: {why}" for fn, fk, fm, why in s.failed]
             done += 1
         summary["gemm"][qd] = res
-        for kernel, ks, p in kjobs:
+
+        def step(text: str) -> None:
+            nonlocal done
             if progress is not None:
-                progress(done, total, f"triton {kernel} {qd} {p.label if p else 'dense'}")
-            tune_kernel(kernel, ks, m_list, qd, p, search_dir=search_dir, log=None)
-            summary["kernels"].append(f"{kernel}/{qd}/{p.label if p else 'dense'} K={ks}")
+                progress(done, total, text)
             done += 1
-        if progress is not None:
-            progress(done, total, f"triton dequant {res['out_dtype']}")
-        tune_kernel("dequant", ns, m_list, out_dtype, None, search_dir=search_dir, log=None)
-        summary["kernels"].append(f"dequant/{res['out_dtype']} N={ns}")
-        done += 1
+
+        summary["kernels"] += tune_model_kernels(cfgs, roles, qd, out_dtype, m_list, search_dir=search_dir,
+                                                 progress=step)
     return summary
 
 
