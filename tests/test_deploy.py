@@ -399,3 +399,34 @@ def test_gpu_smoke_workflow():
     assert "make install" in yml and "make smoke-gpu" in yml
     assert "uses: actions/upload-artifact@" in yml and "path: results/" in yml
     assert "if: always()" in yml
+
+
+def test_gpu_commands_outside_the_pipeline_apply_the_ptxas_policy(monkeypatch, tmp_path):
+    """tune and bench quant compile Triton kernels in their own process: they set the GB10 ptxas too,
+    and a missing one is a clear error before any kernel compiles."""
+    import torch
+    from click.testing import CliRunner
+
+    import slidesparse.bench.quant as bq
+    import slidesparse.commands.tune as ct
+    import slidesparse.kernels.timing as timing
+    from slidesparse import ptxas
+    from slidesparse.cli import main
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ptxas, "apply_ptxas_policy", lambda log, **kw: calls.append(kw) or log("ptxas: checked"))
+    ct._require_gpu()
+    assert calls == [{}]
+
+    monkeypatch.setattr(timing, "require_cuda", lambda: torch.device("cpu"))
+    monkeypatch.setattr(bq, "run_quant_bench", lambda **kw: [])
+    r = CliRunner().invoke(main, ["bench", "quant", "--model", "tiny", "--m", "64", "--results", str(tmp_path)])
+    assert len(calls) == 2 and "ptxas: checked" in r.output, r.output
+
+    def missing(log, **kw):
+        raise RuntimeError("this GPU needs ptxas >= 12.9; install a CUDA toolkit >= 12.9")
+
+    monkeypatch.setattr(ptxas, "apply_ptxas_policy", missing)
+    r = CliRunner().invoke(main, ["bench", "quant", "--model", "tiny", "--m", "64", "--results", str(tmp_path)])
+    assert r.exit_code == 2 and "error:" in r.output and "ptxas" in r.output, r.output

@@ -70,8 +70,11 @@ def decode(model, dtypes, patterns, ms, backend, results, warmup, repeat, cuda_g
             f"{', '.join(models)}. These timings are NOT GPU numbers: they check that the pipeline runs and "
             "say nothing about cuBLASLt/cuSPARSELt speed.[/]")
     else:
+        from ..ptxas import apply_ptxas_policy
+
         console.print(f"[bold]GPU backends on {plan.machine.gpu_full}[/] (cc {plan.machine.cc}, CUDA "
                       f"{plan.machine.cuda}), model(s) {', '.join(models)}")
+        apply_ptxas_policy(lambda m: console.print(m, markup=False), cc=plan.machine.cc)  # GB10: sm_121a ptxas
     console.print(f"timing: warm-up {warmup}, {repeat} timed runs per layer, median"
                   f"{', CUDA-graph replay' if cuda_graph else ''}; seed {seed}")
 

@@ -54,8 +54,11 @@ def kernel_cmd(mode, models, ms, dtypes, patterns, views, backend, results, sear
                    "the code path only; run on a CUDA machine (without --backend reference) for real numbers.",
                    err=True)
     else:
+        from ..ptxas import apply_ptxas_policy  # noqa: PLC0415
+
         click.echo(f"GPU: {cfg.machine.gpu_full} (cc {cfg.machine.cc}, CUDA {cfg.machine.cuda}); "
                    f"warm-up {cfg.warmup}, median of {cfg.repeat} timed calls per case", err=True)
+        apply_ptxas_policy(lambda m: click.echo(m, err=True), cc=cfg.machine.cc)  # GB10: sm_121a ptxas
 
     def show(w: warnings.WarningMessage) -> None:
         click.echo(f"warning: {w.message}", err=True)

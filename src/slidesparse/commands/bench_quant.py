@@ -53,6 +53,9 @@ def quant_cmd(models, ks, ms, dtypes, patterns, kernels, results, search, warmup
 
         shapes = model_shapes(csv_values(models, "model") if models else DEFAULT_MODELS)
     require_cuda()
+    from ..ptxas import apply_ptxas_policy  # noqa: PLC0415
+
+    apply_ptxas_policy(lambda m: click.echo(m, err=True))  # GB10: a ptxas that knows sm_121a, for Triton
     rows = run_quant_bench(shapes=shapes, m_list=m_list, qdtypes=qds, patterns=pats, kernels=kern, warmup=warmup,
                            repeat=repeat, search_dir=search, seed=seed, on_case=lambda s: click.echo(s, err=True))
     paths = write_rows(rows, results)

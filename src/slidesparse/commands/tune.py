@@ -112,9 +112,12 @@ def _prepare(dtypes: str, m_text: str):
 def _require_gpu() -> None:
     import torch  # noqa: PLC0415
 
+    from ..ptxas import apply_ptxas_policy  # noqa: PLC0415
+
     if not torch.cuda.is_available():
         raise RuntimeError("tuning times GEMMs on the GPU, but no CUDA device is visible "
                            f"(torch {torch.__version__}); run `slidesparse tune` on the GPU machine")
+    apply_ptxas_policy(lambda m: click.echo(m, err=True))  # GB10: a ptxas that knows sm_121a, for Triton
 
 
 def _run(library: str, jobs, ms, search_dir: Path, warmup: int, repeat: int, flush: bool, extra: dict):
