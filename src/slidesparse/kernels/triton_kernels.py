@@ -82,9 +82,7 @@ def _produce(x_rows, offs, mask, w_ptr, rstd, inter, PRODUCER: tl.constexpr, SOF
     """The float32 value h at columns ``offs`` of the rows ``x_rows`` points at (0 where ``mask`` is
     False). ``x_rows`` and ``rstd`` carry the row dimension (size 1 elsewhere), ``offs`` the columns."""
     if PRODUCER == 1:  # RMSNorm: (x * rstd) * w
-        x = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
-        w = _f32(tl.load(w_ptr + offs, mask=offs < inter, other=0.0), SOFT)
-        h = (x * rstd) * w
+        h = _rms_h(_f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT), rstd, w_ptr, offs, inter, SOFT)
     elif PRODUCER == 2:  # SiLU(gate) * up; gate = columns [0, I), up = [I, 2I)
         g = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
         u = _f32(tl.load(x_rows + inter + offs, mask=mask, other=0.0), SOFT)
@@ -119,7 +117,7 @@ def _quant_rows(
     one tile of BLOCK_K columns plus, if BLOCK_K2 > 0, a second of BLOCK_K2 (a row of 18944 is
     16384 + 4096 lanes, not 32768). Otherwise h is produced twice, chunk by chunk.
     Lifting: SCATTER writes each quantized input column to its one or two slid columns (no second
-    production of h, byte stores); otherwise each window reads its four columns again (4-byte loads,
+    production of h, 2-byte pair stores); otherwise each window reads its four columns again (4-byte loads,
     h produced again for every window: 2(L-2)/L times the columns). KIN is how many input columns
     pass 2 walks: K for a scatter (slid columns whose source is >= K are zeroed apart, TAIL at a
     time), KOUT for a plain row (its padding columns read as zeros).
@@ -168,13 +166,13 @@ def _quant_rows(
     # pass 1: absmax of h over each row
     if ONE_CHUNK:
         if PRODUCER == 1:  # x is already in registers
-            h_all = (x_all * rstd) * _f32(tl.load(w_ptr + offs_k, mask=offs_k < K, other=0.0), SOFT)
+            h_all = _rms_h(x_all, rstd, w_ptr, offs_k, K, SOFT)
         else:
             h_all = _produce(x_rows, offs_k, live & (offs_k < K), w_ptr, rstd, inter, PRODUCER, SOFT)
         amax = tl.max(tl.abs(h_all), axis=1)
         if BLOCK_K2 > 0:
             if PRODUCER == 1:
-                h_b = (x_b * rstd) * _f32(tl.load(w_ptr + offs_b, mask=offs_b < K, other=0.0), SOFT)
+                h_b = _rms_h(x_b, rstd, w_ptr, offs_b, K, SOFT)
             else:
                 h_b = _produce(x_rows, offs_b, live & (offs_b < K), w_ptr, rstd, inter, PRODUCER, SOFT)
             amax = tl.maximum(amax, tl.max(tl.abs(h_b), axis=1))
@@ -205,15 +203,11 @@ def _quant_rows(
         if L > 0:
             # Zeros where a slid column's source is >= K: in the windows of the group K falls in and
             # after the last window, up to KOUT (a multiple of 32): fewer than TAIL columns from p0.
-            NWT: tl.constexpr = L // 2 - 1
-            p = (K // L) * (4 * NWT) + tl.arange(0, TAIL)[None, :]
-            win = p // 4
-            g = win // NWT
-            src = g * L + 2 * (win - g * NWT) + (p % 4)
+            p = (K // L) * (2 * L - 4) + tl.arange(0, TAIL)[None, :]  # a group's windows: 2L - 4 columns
+            src = _slid_source(p // 4, p % 4, L)
             tl.store(q_rows + p, tl.zeros([ROWS, TAIL], dtype=q_ptr.dtype.element_ty),
                      mask=keep & (p < KOUT) & (src >= K))
     else:
-        NW: tl.constexpr = L // 2 - 1
         lane = tl.arange(0, 4)[None, None, :]              # [1, 1, 4]
         offs_w = tl.arange(0, BLOCK_W)[None, :, None]      # [1, BLOCK_W, 1]
         x_rows3 = x_rows[:, :, None]
@@ -224,11 +218,25 @@ def _quant_rows(
         inv3 = inv[:, None, None]
         for w0 in range(0, NWIN, BLOCK_W):
             win = w0 + offs_w
-            g = win // NW
-            src = (g * L + 2 * (win - g * NW)) + lane     # [1, BLOCK_W, 4]
+            src = _slid_source(win, lane, L)                # [1, BLOCK_W, 4]
             h = _produce(x_rows3, src, live3 & (src < K), w_ptr, rstd3, inter, PRODUCER, SOFT)
             dst = win * 4 + lane
             tl.store(q_rows3 + dst, _quantize(h * inv3, QFP8, SOFT), mask=keep3 & (dst < KOUT))
+
+
+@triton.jit
+def _slid_source(win, lane, L: tl.constexpr):
+    """The input column slid column 4*win + lane holds: g*L + 2*w + lane, g = win // (L/2 - 1),
+    w = win % (L/2 - 1) (the layout of ``sparsify.lift``)."""
+    NW: tl.constexpr = L // 2 - 1
+    g = win // NW
+    return g * L + 2 * (win - g * NW) + lane
+
+
+@triton.jit
+def _rms_h(x, rstd, w_ptr, offs, K, SOFT: tl.constexpr):
+    """RMSNorm's h = (x * rstd) * w for float32 x already in registers."""
+    return (x * rstd) * _f32(tl.load(w_ptr + offs, mask=offs < K, other=0.0), SOFT)
 
 
 @triton.jit
