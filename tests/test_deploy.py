@@ -362,6 +362,17 @@ def test_smoke_gpu_plan():
     assert steps[2].cmd == ["slidesparse", "report", "R"]
 
 
+def test_smoke_gpu_falls_back_to_python_m_slidesparse(monkeypatch, tmp_path):
+    """Without a console script (package on PYTHONPATH only) the CLI is `python -m slidesparse`."""
+    sm = _load_tool("smoke_gpu")
+    monkeypatch.setattr(sm.sys, "executable", str(tmp_path / "python"))  # no `slidesparse` beside it
+    monkeypatch.setattr(sm.shutil, "which", lambda name: None)
+    assert sm.cli_command() == [str(tmp_path / "python"), "-m", "slidesparse"]
+    monkeypatch.setattr(sm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="make install"):
+        sm.cli_command()
+
+
 def test_smoke_gpu_pipeline_options_exist():
     """The options the smoke script passes are the pipeline command's real ones."""
     from click.testing import CliRunner

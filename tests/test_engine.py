@@ -74,10 +74,10 @@ def test_engine_with_the_fused_rope_kernel_gives_the_same_logits(qdtype):
     assert torch.equal(plain[0], fused[0]) and torch.equal(plain[1], fused[1])
 
 
-def test_triton_ops_leave_the_fused_rope_off_by_default():
+def test_triton_ops_use_the_fused_rope_unless_told_not_to():
     from slidesparse.kernels import TritonOps
 
-    assert TritonOps(search_dir=None).fused_rope is False and TritonOps(search_dir=None, fused_rope=True).fused_rope
+    assert TritonOps(search_dir=None).fused_rope is True and not TritonOps(search_dir=None, fused_rope=False).fused_rope
 
 
 def test_engine_spec_needs_matching_backend():

@@ -17,6 +17,7 @@ Exit code 0: every step passed; 1: some step failed. The last lines say where th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -40,14 +41,18 @@ class Step:
 
 
 def cli_command() -> list[str]:
-    """The `slidesparse` console script of this interpreter's environment (else the one on PATH)."""
+    """The `slidesparse` console script of this interpreter's environment, else the one on PATH, else
+    ``python -m slidesparse`` when the package is importable without being installed (PYTHONPATH=src)."""
     script = Path(sys.executable).with_name("slidesparse")
     if script.exists():
         return [str(script)]
     found = shutil.which("slidesparse")
-    if found is None:
-        raise FileNotFoundError("no 'slidesparse' command next to this Python or on PATH: run `make install`")
-    return [found]
+    if found is not None:
+        return [found]
+    if importlib.util.find_spec("slidesparse") is not None:
+        return [sys.executable, "-m", "slidesparse"]
+    raise FileNotFoundError("no 'slidesparse' command next to this Python or on PATH, and the package is not "
+                            "importable: run `make install`")
 
 
 def plan(results: Path, search: Path, junit: Path, case_timeout: int, cli: list[str],

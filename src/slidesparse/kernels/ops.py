@@ -6,8 +6,8 @@ rmsnorm_quant(x, w, eps, qdtype, pattern)  -> like quant, of RMSNorm(x) (kernels
 silu_mul_quant(gate_up, qdtype, pattern)   -> like quant, of silu(gate) * up, K = I
 rope_cache(qkv, cos, sin, pos, k_cache, v_cache, heads, kv_heads) -> q [B, H, T, D]; k, v written
     into the caches at ``pos`` (RoPE and cache write in one launch; ops.rope_cache_reference).
-    The engine uses it only when ``fused_rope`` is True: the kernel is bit-exact under the Triton
-    interpreter and compiles for sm_90, but has not yet run on a GPU (off by default until it has).
+    The engine uses it when ``fused_rope`` is True (the default; False falls back to the torch ops,
+    e.g. to bisect a wrong result): bit-exact against the reference, float32 without FMA.
 
 M_pad = ceil(M/16)*16: the padding rows are quantized zero rows (q = 0, scale = ABSMAX_FLOOR/QMAX),
 so the GEMM can consume q as is; slice ``[:M]`` where only real rows matter. Every method takes
@@ -30,7 +30,7 @@ class TritonOps:
     name = "triton"
 
     def __init__(self, search_dir: Path | str | None = DEFAULT_SEARCH_DIR, hwtag: str | None = None,
-                 fused_rope: bool = False):
+                 fused_rope: bool = True):
         """``search_dir`` None: always the built-in default configs (no file is read).
         ``fused_rope``: let the engine call ``rope_cache`` (see the module docstring)."""
         self.configs = None if search_dir is None else KernelConfigs(search_dir, hwtag)
