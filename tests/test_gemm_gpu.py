@@ -288,6 +288,18 @@ def test_threads_get_their_own_handles(sparse):
     assert len(sparse._ctxs.all()) >= 3  # one context per thread that ran
 
 
+def test_time_calls_inside_and_after_inference_mode():
+    """The cached L2-flush buffer works in and out of inference mode, whichever came first (a tune after a
+    benchmark in one process once rejected every candidate: zero_() on an inference tensor)."""
+    from slidesparse.gemm import timing
+
+    timing._FLUSH.clear()
+    x = torch.randn(256, 256, device="cuda")
+    with torch.inference_mode():
+        assert len(timing.time_calls(lambda: x @ x, warmup=1, repeat=3, flush_l2=True)) == 3
+    assert len(timing.time_calls(lambda: x @ x, warmup=1, repeat=3, flush_l2=True)) == 3
+
+
 def test_tuning_roundtrip(tmp_path):
     """tune both libraries on one small shape, then the backends pick the tuned algorithms up."""
     from slidesparse.gemm.cublaslt import CublasLtBackend

@@ -39,7 +39,10 @@ def cycles_per_us(device: int) -> float:
 def _flush_buffer(device: int) -> torch.Tensor:
     if device not in _FLUSH:
         l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
-        _FLUSH[device] = torch.empty(2 * l2, dtype=torch.uint8, device=f"cuda:{device}")
+        # a normal tensor even when first made under torch.inference_mode (the benchmarks run there):
+        # an inference tensor cached here made every later zero_() outside that mode raise
+        with torch.inference_mode(False):
+            _FLUSH[device] = torch.empty(2 * l2, dtype=torch.uint8, device=f"cuda:{device}")
     return _FLUSH[device]
 
 

@@ -41,6 +41,11 @@ class TuneSummary:
     failed: list[tuple[int, int, int, str]] = field(default_factory=list)  # no candidate passed
     candidates: int = 0
     rejected: int = 0  # candidates that errored or gave wrong results
+    last_reject: str = ""  # why the latest candidate was rejected (quoted when a whole shape fails)
+
+    def reject(self, e: BaseException) -> None:
+        self.rejected += 1
+        self.last_reject = f"{type(e).__name__}: {e}"[:300]
 
 
 def _meta(db: TuningDB, library: str, m_list: Iterable[int], timing: dict) -> None:
@@ -106,7 +111,7 @@ def tune_cublaslt(shapes: Iterable[tuple[int, int]], m_list: Iterable[int], qdty
             finally:
                 torch.cuda.empty_cache()
             if not results:
-                summary.failed.append((n, k, m, f"none of {ncand} candidates ran correctly"))
+                summary.failed.append((n, k, m, f"none of {ncand} candidates ran correctly ({summary.last_reject})"))
                 continue
             ranked = _ranked(results, top)
             db.put(n, k, out_name, m, ranked[0], ranked, candidates=ncand, passed=len(results))
@@ -131,8 +136,8 @@ def _dense_results(be, n, k, m, qdtype, out_dtype, max_candidates, max_workspace
             if not ok:
                 raise RuntimeError(why)
             t = statistics.median(time_calls(lambda c=c: be.mm(x, w, out_dtype, out, algo=c["algo"]), **tkw))
-        except Exception:  # noqa: BLE001 - a failing candidate is skipped
-            summary.rejected += 1
+        except Exception as e:  # noqa: BLE001 - a failing candidate is skipped
+            summary.reject(e)
             continue
         results.append({"algo": encode_algo(c["algo"]), "workspace": c["workspace"], "attrs": c["attrs"],
                         "us": round(t, 3), "heuristic_rank": rank})
@@ -187,7 +192,7 @@ def tune_cusparselt(shapes: Iterable[tuple[int, int]], m_list: Iterable[int], qd
             finally:
                 torch.cuda.empty_cache()
             if not results:
-                summary.failed.append((n, k, m, f"none of {ncand} configs ran correctly"))
+                summary.failed.append((n, k, m, f"none of {ncand} configs ran correctly ({summary.last_reject})"))
                 continue
             ranked = _ranked(results, top)
             db.put(n, k, out_name, m, ranked[0], ranked, candidates=ncand, passed=len(results), max_id=max_id)
@@ -207,8 +212,8 @@ def _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes, inc
     if include_search:
         try:
             cands.append((be.search(x, w, out_dtype, out)["config"], "search"))
-        except Exception:  # noqa: BLE001 - the search is one more candidate, not a requirement
-            summary.rejected += 1
+        except Exception as e:  # noqa: BLE001 - the search is one more candidate, not a requirement
+            summary.reject(e)
     results, seen = [], set()
     for cfg, source in cands:
         if cfg in seen:
@@ -223,8 +228,8 @@ def _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes, inc
                 raise RuntimeError(why)
             t = statistics.median(time_calls(lambda cfg=cfg: be.mm(x, w, out_dtype, out, config=cfg), **tkw))
             info = be.plan_info(w, m_run, out_dtype, cfg)
-        except Exception:  # noqa: BLE001 - a failing candidate is skipped
-            summary.rejected += 1
+        except Exception as e:  # noqa: BLE001 - a failing candidate is skipped
+            summary.reject(e)
             continue
         results.append({"alg_id": cfg.alg_id, "split_k": cfg.split_k, "split_k_mode": cfg.split_k_mode,
                         "workspace": info["workspace"], "us": round(t, 3), "source": source})
