@@ -33,13 +33,28 @@ def test_lookup_by_m_bucket(tmp_path):
     db = _db(tmp_path)
     for m, alg in ((64, 1), (256, 2), (4096, 3)):
         db.put(4608, 3584, "int32", m, _sparse_cfg(alg))
-    assert db.lookup(4608, 3584, "int32", 1)["alg_id"] == 1       # below the smallest -> smallest
+    assert db.lookup(4608, 3584, "int32", 8)["alg_id"] == 1       # below the smallest -> smallest
     assert db.lookup(4608, 3584, "int32", 64)["alg_id"] == 1      # exact
     assert db.lookup(4608, 3584, "int32", 65)["alg_id"] == 2      # smallest tuned M >= 65
     assert db.lookup(4608, 3584, "int32", 256)["m_tuned"] == 256
-    assert db.lookup(4608, 3584, "int32", 300)["alg_id"] == 3
-    assert db.lookup(4608, 3584, "int32", 65536)["alg_id"] == 3   # above the largest -> largest
+    assert db.lookup(4608, 3584, "int32", 1000)["alg_id"] == 3
+    assert db.lookup(4608, 3584, "int32", 32768)["alg_id"] == 3   # above the largest -> largest (8x)
     assert db.bucket(4608, 3584, "int32", 1000) == 4096
+
+
+def test_a_tuned_m_too_far_away_is_a_miss(tmp_path):
+    """A config tuned at M=64 must not run an M=32768 problem (3x slower on an H100): heuristic + warning."""
+    from slidesparse.gemm.tuning_db import MAX_M_RATIO, TuningMissWarning
+
+    db = _db(tmp_path)
+    db.put(3584, 28416, "bfloat16", 64, _sparse_cfg(5))
+    assert db.bucket(3584, 28416, "bfloat16", 64 * MAX_M_RATIO) == 64
+    assert db.bucket(3584, 28416, "bfloat16", 64 * MAX_M_RATIO + 16) is None
+    assert db.bucket(3584, 28416, "bfloat16", 1) == 64  # M=1 runs padded to 16: 4x away
+    with pytest.warns(TuningMissWarning, match=r"nearest to M=32768 was tuned at M=64 .*--m covering 32768"):
+        assert db.lookup(3584, 28416, "bfloat16", 32768) is None
+    db.put(3584, 28416, "bfloat16", 32768, _sparse_cfg(6))
+    assert db.lookup(3584, 28416, "bfloat16", 32768)["alg_id"] == 6
 
 
 def test_roundtrip_through_file_and_atomic_write(tmp_path):

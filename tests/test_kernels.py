@@ -391,7 +391,9 @@ def test_config_bucket_selection(tmp_path):
     assert k.lookup("quant", 3584, 64, "int8", "6:8")["BLOCK_K"] == 512      # 6:8 is 2_8
     assert k.lookup("quant", 3584, 65, "int8", Pattern(8))["BLOCK_K"] == 1024
     assert k.lookup("quant", 3584, 4096, "int8", "2_8")["BLOCK_K"] == 2048
-    assert k.lookup("quant", 3584, 10**6, "int8", "2_8")["BLOCK_K"] == 2048  # above the largest: largest
+    assert k.lookup("quant", 3584, 32768, "int8", "2_8")["BLOCK_K"] == 2048  # above the largest: largest
+    # more than 8x from every tuned M (a decode config for a prefill): the default, not the largest
+    assert k.lookup("quant", 3584, 65536, "int8", "2_8") == C.default_config("quant", 3584, "int8", "2_8")
     # no entry for this K / dtype / pattern / kernel: the defaults
     assert k.lookup("quant", 2048, 64, "int8", "2_8") == C.default_config("quant", 2048, "int8", "2_8")
     assert k.lookup("quant", 3584, 64, "fp8", "2_8") == C.default_config("quant", 3584, "fp8", "2_8")

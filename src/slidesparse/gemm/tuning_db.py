@@ -15,8 +15,10 @@ CONFIG: cuBLASLt ``{"algo": base64 of the 64-byte cublasLtMatmulAlgo_t, "workspa
 "workspace"}``; both may carry "us" (median time) and "source".
 
 Lookup is by M bucket: the smallest tuned M >= the actual M (its workspace / split-K suit a larger
-problem), and the largest tuned M above that. A (N, K, out) with no entry is a miss: the caller uses
-the library heuristic and this module warns once per key. Files are written atomically (a temp file
+problem), and the largest tuned M above that, but only within ``MAX_M_RATIO`` (8x) of the actual M: a
+config tuned at M = 64 ran the M = 32768 FP8 down projection of Qwen2.5-7B 3x slower than a tuned one
+(H100, 2026-11-25), so a far bucket is a miss. On a miss (no entry, or none near enough) the caller
+uses the library heuristic and this module warns once per key, naming the nearest tuned M. Files are written atomically (a temp file
 in the same folder, then os.replace), so an interrupted tune never leaves a half-written DB, and
 tuning resumes by skipping (N, K, M) already present.
 """
@@ -38,6 +40,7 @@ FORMAT_VERSION = 1
 LIBRARIES = ("cublaslt", "cusparselt")
 OUT_NAMES = ("int32", "bfloat16", "float32", "float16")
 ALGO_BYTES = 64  # sizeof(cublasLtMatmulAlgo_t)
+MAX_M_RATIO = 8  # a tuned M serves an actual M at most this factor away (see the module docstring)
 
 _REQUIRED = {
     "cublaslt": {"algo": str, "workspace": int},
@@ -170,7 +173,13 @@ class TuningDB:
         return ms
 
     def bucket(self, n: int, k: int, out: str, m: int) -> int | None:
-        """The tuned M that serves ``m``: the smallest tuned M >= m, else the largest; None on a miss."""
+        """The tuned M that serves ``m``: the smallest tuned M >= m, else the largest, if within
+        MAX_M_RATIO of m; None on a miss."""
+        mb = self._nearest(n, k, out, m)
+        run = max(m, 16)  # the libraries run M padded to 16
+        return mb if mb is not None and max(mb, run) <= MAX_M_RATIO * min(mb, run) else None
+
+    def _nearest(self, n: int, k: int, out: str, m: int) -> int | None:
         ms = self.tuned_ms(n, k, out)
         if not ms:
             return None
@@ -185,13 +194,17 @@ class TuningDB:
         """The best config for this shape (a copy, with 'm_tuned' added), or None (warns once per key)."""
         mb = self.bucket(n, k, out, m)
         if mb is None:
-            key = (n, k, out)
+            near = self._nearest(n, k, out, m)
+            key = (n, k, out) if near is None else (n, k, out, near)
             if warn and key not in self._warned:
                 self._warned.add(key)
                 where = self.path if self.path.exists() else f"{self.path} (no such file)"
+                what = (f"no tuned {self.library} {self.qdtype} config for N={n}, K={k}, out={out}" if near is None
+                        else f"the {self.library} {self.qdtype} config for N={n}, K={k}, out={out} nearest to "
+                             f"M={m} was tuned at M={near} (more than {MAX_M_RATIO}x away)")
                 warnings.warn(
-                    f"no tuned {self.library} {self.qdtype} config for N={n}, K={k}, out={out} in {where}; "
-                    f"using the library heuristic (run `slidesparse tune {_SUBCOMMAND[self.library]}`)",
+                    f"{what} in {where}; using the library heuristic "
+                    f"(run `slidesparse tune {_SUBCOMMAND[self.library]}` with --m covering {m})",
                     TuningMissWarning, stacklevel=3)
             return None
         rec = self.entries[entry_key(n, k, out)]["by_m"][str(mb)]
