@@ -55,6 +55,9 @@ def test_a_tuned_m_too_far_away_is_a_miss(tmp_path):
         assert db.lookup(3584, 28416, "bfloat16", 32768) is None
     db.put(3584, 28416, "bfloat16", 32768, _sparse_cfg(6))
     assert db.lookup(3584, 28416, "bfloat16", 32768)["alg_id"] == 6
+    # tuned {64, 32768}: M = 256 is served by 64 (4x below), not by 32768 (128x above)
+    assert db.lookup(3584, 28416, "bfloat16", 256)["alg_id"] == 5
+    assert db.bucket(3584, 28416, "bfloat16", 2048) is None and db.bucket(3584, 28416, "bfloat16", 4096) == 32768
 
 
 def test_roundtrip_through_file_and_atomic_write(tmp_path):

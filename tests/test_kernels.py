@@ -394,6 +394,12 @@ def test_config_bucket_selection(tmp_path):
     assert k.lookup("quant", 3584, 32768, "int8", "2_8")["BLOCK_K"] == 2048  # above the largest: largest
     # more than 8x from every tuned M (a decode config for a prefill): the default, not the largest
     assert k.lookup("quant", 3584, 65536, "int8", "2_8") == C.default_config("quant", 3584, "int8", "2_8")
+    far = tmp_path / "far"
+    write_db(far / "TEST" / C.FILENAME, {"quant/int8/2_8/3584": [{"m": 64, "config": cfg(512)},
+                                                                  {"m": 32768, "config": cfg(2048)}]})
+    f = C.KernelConfigs(far, "TEST")
+    assert f.lookup("quant", 3584, 256, "int8", "2_8")["BLOCK_K"] == 512     # 4x below beats 128x above
+    assert f.lookup("quant", 3584, 2048, "int8", "2_8") == C.default_config("quant", 3584, "int8", "2_8")
     # no entry for this K / dtype / pattern / kernel: the defaults
     assert k.lookup("quant", 2048, 64, "int8", "2_8") == C.default_config("quant", 2048, "int8", "2_8")
     assert k.lookup("quant", 3584, 64, "fp8", "2_8") == C.default_config("quant", 3584, "fp8", "2_8")

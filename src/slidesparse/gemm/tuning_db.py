@@ -15,7 +15,7 @@ CONFIG: cuBLASLt ``{"algo": base64 of the 64-byte cublasLtMatmulAlgo_t, "workspa
 "workspace"}``; both may carry "us" (median time) and "source".
 
 Lookup is by M bucket: the smallest tuned M >= the actual M (its workspace / split-K suit a larger
-problem), and the largest tuned M above that, but only within ``MAX_M_RATIO`` (8x) of the actual M: a
+problem), else the largest tuned M below it, but only within ``MAX_M_RATIO`` (8x) of the actual M: a
 config tuned at M = 64 ran the M = 32768 FP8 down projection of Qwen2.5-7B 3x slower than a tuned one
 (H100, 2026-11-25), so a far bucket is a miss. On a miss (no entry, or none near enough) the caller
 uses the library heuristic and this module warns once per key, naming the nearest tuned M. Files are written atomically (a temp file
@@ -49,6 +49,18 @@ _REQUIRED = {
 
 
 _SUBCOMMAND = {"cublaslt": "coarse", "cusparselt": "fine"}
+
+
+def serving_m(tuned: list[int], m: int) -> int | None:
+    """Of the sorted tuned Ms, the one that serves an actual ``m``: the smallest >= m, else the
+    largest < m, the first of these within MAX_M_RATIO of m (m counted as at least 16, the padded M
+    the libraries run); None when neither is near enough. Shared with the kernel launch configs."""
+    i = bisect.bisect_left(tuned, m)
+    run = max(m, 16)
+    for mb in (tuned[i] if i < len(tuned) else None, tuned[i - 1] if i > 0 else None):
+        if mb is not None and max(mb, run) <= MAX_M_RATIO * min(mb, run):
+            return mb
+    return None
 
 
 class TuningMissWarning(UserWarning):
@@ -173,11 +185,9 @@ class TuningDB:
         return ms
 
     def bucket(self, n: int, k: int, out: str, m: int) -> int | None:
-        """The tuned M that serves ``m``: the smallest tuned M >= m, else the largest, if within
-        MAX_M_RATIO of m; None on a miss."""
-        mb = self._nearest(n, k, out, m)
-        run = max(m, 16)  # the libraries run M padded to 16
-        return mb if mb is not None and max(mb, run) <= MAX_M_RATIO * min(mb, run) else None
+        """The tuned M that serves ``m``: the smallest tuned M >= m, else the largest below it, the
+        first of these within MAX_M_RATIO of m; None on a miss."""
+        return serving_m(self.tuned_ms(n, k, out), m)
 
     def _nearest(self, n: int, k: int, out: str, m: int) -> int | None:
         ms = self.tuned_ms(n, k, out)

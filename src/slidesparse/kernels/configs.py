@@ -9,8 +9,8 @@ dtype part), written by ``tune.tune_kernel``::
 An entry key is ``kernel/dtype/pattern/K``: kernel in KERNELS; dtype the quantized dtype (int8|fp8)
 for the quant kernels and the accumulator dtype (int32|bf16|fp16|fp32) for dequant; pattern the
 label (``2_8``) or ``dense``; K the activation's K (for silu_mul_quant: I; for dequant: N).
-Lookup by M: the smallest bucket ``m >= M``, else the largest bucket, if within MAX_M_RATIO (8x;
-M counted as at least 16) of M, else the default. A missing file or entry means the defaults; a file that exists but cannot be read as this format is an error (ValueError naming
+Lookup by M (``gemm.tuning_db.serving_m``): the smallest bucket ``m >= M``, else the largest below
+it, if within 8x of M (M counted as at least 16), else the default. A missing file or entry means the defaults; a file that exists but cannot be read as this format is an error (ValueError naming
 the file), because silently running untuned after a tuning run is how regressions hide.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..fsutil import atomic_write_text
-from ..gemm.tuning_db import MAX_M_RATIO
+from ..gemm.tuning_db import serving_m
 from ..pattern import Pattern
 
 KERNELS = ("quant", "rmsnorm_quant", "silu_mul_quant", "dequant")
@@ -207,11 +207,10 @@ class KernelConfigs:
         except (KeyError, TypeError):
             pass
         rows = entries.get(entry_key(kernel, K, dtype, pattern))
-        # the smallest tuned M >= M, else the largest; one tuned more than MAX_M_RATIO away (a decode-M
-        # config for a prefill) gives way to the default, as in the GEMM tuning DB
-        mb, cfg = next(((m, c) for m, c in rows if m >= M), rows[-1]) if rows else (None, None)
-        if mb is None or max(mb, M, 16) > MAX_M_RATIO * min(mb, max(M, 16)):
-            cfg = default_config(kernel, K, dtype, pattern)
+        # the tuned M that serves M as in the GEMM tuning DB; none within MAX_M_RATIO (a decode-M config
+        # for a prefill) -> the default
+        mb = serving_m([m for m, _ in rows], M) if rows else None
+        cfg = dict(rows)[mb] if mb is not None else default_config(kernel, K, dtype, pattern)
         try:
             self._memo[memo_key] = cfg
         except TypeError:  # an unhashable argument: no memo
