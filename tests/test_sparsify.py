@@ -255,3 +255,13 @@ def test_slide_index_ragged_k_reads_nothing_past_k():
         # every real column is read by at least one slid column, and by at most two
         counts = torch.bincount(idx[idx >= 0], minlength=K)
         assert bool((counts >= 1).all()) and bool((counts <= 2).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, FP8])
+def test_prune_makes_negative_zeros_positive_so_the_slide_roundtrip_is_bit_exact(dtype):
+    """Group [+0, +0, -0, 5]: the two +0 (lower columns) are 'pruned', the kept -0 is a zero to the
+    pattern; slide drops it and unslide returns +0, so prune must hand out +0 (found by hypothesis)."""
+    W = torch.tensor([[0.0, 0.0, -0.0, 5.0, 1.0, -2.0, 3.0, -0.0]]).to(dtype)
+    P = prune(W, Pattern(4))
+    assert not torch.signbit(P.float()[P.float() == 0]).any()
+    assert same_bits(unslide(slide(P, Pattern(4)), Pattern(4), 8), P)

@@ -108,7 +108,8 @@ def prune(W: torch.Tensor, pattern: "Pattern | str", mode: str = "magnitude", se
     ``magnitude`` zeroes the 2 smallest |w| of each group, ``random`` 2 seeded random positions.
     Equal scores (common among quantized weights) go to the lower column first, on every device.
     In a ragged last group the padding columns count as zeros (they read zero activations), so only
-    real columns beyond L-2 are pruned there; the padding never appears in the result.
+    real columns beyond L-2 are pruned there; the padding never appears in the result. Zeros in the
+    result are +0 (a negative zero of W becomes +0).
     """
     p = Pattern.parse(pattern)
     _check_2d(W, "weight")
@@ -130,9 +131,12 @@ def prune(W: torch.Tensor, pattern: "Pattern | str", mode: str = "magnitude", se
     mask = torch.zeros(N, Kpad // L, L, dtype=torch.bool, device=W.device)
     mask.scatter_(-1, idx, True)
     mask = mask.view(N, Kpad)[:, :K]
+    # every zero comes out as +0: a kept -0 is a zero to the pattern, so slide drops it and unslide
+    # returns +0; canonical zeros keep prune -> slide -> unslide bit-exact
     if _is_fp8(W):
-        return W.view(torch.uint8).masked_fill(mask, 0).view(W.dtype)
-    return W.masked_fill(mask, 0)
+        u = W.view(torch.uint8)
+        return u.masked_fill(mask | ((u & 0x7F) == 0), 0).view(W.dtype)
+    return W.masked_fill(mask | (W == 0), 0)
 
 
 def slide(W: torch.Tensor, pattern: "Pattern | str") -> torch.Tensor:
