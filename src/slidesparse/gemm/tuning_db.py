@@ -15,12 +15,13 @@ CONFIG: cuBLASLt ``{"algo": base64 of the 64-byte cublasLtMatmulAlgo_t, "workspa
 "workspace"}``; both may carry "us" (median time) and "source".
 
 Lookup is by M bucket: the smallest tuned M >= the actual M (its workspace / split-K suit a larger
-problem), else the largest tuned M below it, but only within ``MAX_M_RATIO`` (8x) of the actual M: a
-config tuned at M = 64 ran the M = 32768 FP8 down projection of Qwen2.5-7B 3x slower than a tuned one
-(H100, 2026-11-25), so a far bucket is a miss. On a miss (no entry, or none near enough) the caller
-uses the library heuristic and this module warns once per key, naming the nearest tuned M. Files are written atomically (a temp file
-in the same folder, then os.replace), so an interrupted tune never leaves a half-written DB, and
-tuning resumes by skipping (N, K, M) already present.
+problem), else the largest tuned M below it, but only within ``MAX_M_RATIO`` (8x) of the actual M
+(``serving_m``): a config tuned at M = 64 ran the M = 32768 FP8 down projection of Qwen2.5-7B 3x
+slower than a tuned one (H100, 2026-11-25), so a far bucket is a miss. On a miss (no entry, or none
+near enough) the caller uses the library heuristic and this module warns once per key, naming the
+nearest tuned M. Files are written atomically (a temp file in the same folder, then os.replace), so
+an interrupted tune never leaves a half-written DB, and tuning resumes by skipping (N, K, M) already
+present.
 """
 
 from __future__ import annotations
@@ -189,13 +190,6 @@ class TuningDB:
         first of these within MAX_M_RATIO of m; None on a miss."""
         return serving_m(self.tuned_ms(n, k, out), m)
 
-    def _nearest(self, n: int, k: int, out: str, m: int) -> int | None:
-        ms = self.tuned_ms(n, k, out)
-        if not ms:
-            return None
-        i = bisect.bisect_left(ms, m)
-        return ms[i] if i < len(ms) else ms[-1]
-
     def has(self, n: int, k: int, out: str, m: int) -> bool:
         ent = self.entries.get(entry_key(n, k, out))
         return bool(ent) and str(int(m)) in ent["by_m"]
@@ -204,7 +198,8 @@ class TuningDB:
         """The best config for this shape (a copy, with 'm_tuned' added), or None (warns once per key)."""
         mb = self.bucket(n, k, out, m)
         if mb is None:
-            near = self._nearest(n, k, out, m)
+            ms = self.tuned_ms(n, k, out)  # for the message: the tuned M closest to m by ratio
+            near = min(ms, key=lambda t: max(t, m) / min(t, m)) if ms else None
             key = (n, k, out) if near is None else (n, k, out, near)
             if warn and key not in self._warned:
                 self._warned.add(key)

@@ -10,7 +10,8 @@ An entry key is ``kernel/dtype/pattern/K``: kernel in KERNELS; dtype the quantiz
 for the quant kernels and the accumulator dtype (int32|bf16|fp16|fp32) for dequant; pattern the
 label (``2_8``) or ``dense``; K the activation's K (for silu_mul_quant: I; for dequant: N).
 Lookup by M (``gemm.tuning_db.serving_m``): the smallest bucket ``m >= M``, else the largest below
-it, if within 8x of M (M counted as at least 16), else the default. A missing file or entry means the defaults; a file that exists but cannot be read as this format is an error (ValueError naming
+it, if within 8x of M (M counted as at least 16), else the default. A missing file or entry means
+the defaults; a file that exists but cannot be read as this format is an error (ValueError naming
 the file), because silently running untuned after a tuning run is how regressions hide.
 """
 
