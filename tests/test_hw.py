@@ -71,3 +71,25 @@ def test_this_machine():
         assert re.fullmatch(r"CPU_INT8_py\d+_cpu_\w+", tag)
     # a tag is a single path component
     assert "/" not in tag and " " not in tag
+
+
+@pytest.mark.parametrize("text, want", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Thu Sep  4 2025\nGCC version:  gcc 12\n",
+     "580.159.04"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  580.95.05  Release Build  (dvs-builder)\n",
+     "580.95.05"),
+])
+def test_driver_version_is_the_nvidia_release_from_proc(tmp_path, text, want):
+    """The report's 'Driver' is the NVIDIA driver release, not the CUDA driver API version."""
+    from slidesparse.hw import _driver_version
+
+    f = tmp_path / "version"
+    f.write_text(text)
+    assert _driver_version(f) == want
+
+
+def test_driver_version_without_the_proc_file_is_the_driver_api_or_empty(tmp_path):
+    from slidesparse.hw import _driver_version
+
+    v = _driver_version(tmp_path / "missing")
+    assert v == "" or (v.startswith("CUDA ") and v.endswith(" driver API"))

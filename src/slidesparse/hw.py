@@ -12,6 +12,7 @@ import platform
 import re
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 DTYPE_TAGS = {"int8": "INT8", "fp8": "FP8E4M3"}
 
@@ -61,12 +62,24 @@ class MachineInfo:
         return asdict(self)
 
 
-def _driver_version() -> str:
+NVIDIA_PROC_VERSION = Path("/proc/driver/nvidia/version")
+
+
+def _driver_version(proc_version: Path = NVIDIA_PROC_VERSION) -> str:
+    """The NVIDIA driver release ("580.159.04") from the kernel module's /proc file (Linux, also inside
+    containers run with --gpus), else the CUDA driver API version it supports ("CUDA 13.0 driver API"),
+    else "". Informative only (report header, tuning DB meta)."""
+    try:
+        m = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+\.\d+(?:\.\d+)?)", proc_version.read_text())
+        if m:
+            return m.group(1)
+    except OSError:
+        pass
     try:
         from cuda.bindings import driver  # noqa: PLC0415 - optional
         err, v = driver.cuDriverGetVersion()
         if int(err) == 0:
-            return f"{v // 1000}.{(v % 1000) // 10}"
+            return f"CUDA {v // 1000}.{(v % 1000) // 10} driver API"
     except Exception:  # noqa: BLE001 - the driver version is informative only
         pass
     return ""
