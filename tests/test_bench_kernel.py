@@ -12,6 +12,7 @@ from slidesparse.bench import kernel as kb
 from slidesparse.cli import _Group
 from slidesparse.commands.bench import bench
 from slidesparse.gemm import ReferenceBackend, make_backend
+from slidesparse.linear import Epilogue, gemm_epilogue
 from slidesparse.ops import ReferenceOps
 from slidesparse.pattern import Pattern
 
@@ -77,23 +78,11 @@ def test_totals_sum_the_layers_per_view_and_m():
     assert kb.tops(64, 64, 32, 10.0) == pytest.approx(2 * 64 * 64 * 32 / 10e-6 / 1e12)
 
 
-class AlphaReference(ReferenceBackend):
-    """The reference sparse backend plus cuSPARSELt's alpha vector (D = alpha[n] * acc)."""
-
-    def mm(self, x_q, w, out_dtype, out=None, *, alpha=None):
-        if alpha is None:
-            return super().mm(x_q, w, out_dtype, out)
-        acc = super().mm(x_q, w, torch.int32) if w.qdtype == "int8" else super().mm(x_q, w, torch.float32)
-        res = (acc.float() * alpha).to(out_dtype)
-        return out.copy_(res) if out is not None else res
-
-
-def test_linear_path_picks_the_cheapest_legal_output():
-    assert kb.linear_path(ReferenceBackend(sparse=False), "int8") == (torch.int32, False)
-    assert kb.linear_path(ReferenceBackend(sparse=True), "int8") == (torch.bfloat16, False)
-    assert kb.linear_path(ReferenceBackend(sparse=True), "fp8") == (torch.bfloat16, False)
-    assert kb.linear_path(AlphaReference(sparse=True), "int8") == (torch.bfloat16, True)
-    assert not kb.supports_alpha(ReferenceBackend(sparse=True))
+def test_linear_view_runs_the_layers_epilogue():
+    """The linear view uses SlideSparseLinear's own choice (linear.gemm_epilogue), not its own copy."""
+    assert gemm_epilogue(ReferenceBackend(sparse=False), "int8") == Epilogue(torch.int32, False)
+    assert gemm_epilogue(ReferenceBackend(sparse=True), "int8") == Epilogue(torch.bfloat16, True)
+    assert gemm_epilogue(ReferenceBackend(sparse=True), "fp8") == Epilogue(torch.bfloat16, False)
 
 
 class _FakeBackends:
@@ -110,7 +99,7 @@ def test_linear_view_alpha_path_and_its_error(ops_kind):
     against the int32 path is reported, small and non-zero; the dense int32 row's is exactly 0."""
     cfg = kb.make_config(models="tiny", ms="16", dtypes="int8", patterns="2:4,6:8", views="linear",
                          backend="reference", warmup=0, repeat=1)
-    bk = _FakeBackends(ReferenceBackend(sparse=False), AlphaReference(sparse=True))
+    bk = _FakeBackends(ReferenceBackend(sparse=False), ReferenceBackend(sparse=True))
     if ops_kind == "triton":
         from slidesparse.kernels import TritonOps
         ops = TritonOps(search_dir=None)
@@ -124,6 +113,8 @@ def test_linear_view_alpha_path_and_its_error(ops_kind):
         assert rows[p]["gemm_out"] == "bfloat16" and rows[p]["alpha_scale"] is True
         assert 0.0 < rows[p]["rel_err_vs_int32"] < 1e-2
         assert rows[p]["view"] == "linear" and rows[p]["time_us"] > 0
+    for r in rows.values():  # the GEMM step alone, timed apart from the layer
+        assert 0 < r["gemm_part_us"]
 
 
 # --- the command on the reference backend -------------------------------------------------------
@@ -131,8 +122,9 @@ def test_cli_reference_writes_rows(tmp_path):
     r = run(["--backend", "reference", "--m", "16,32", "--patterns", "2:4,6:8", "--warmup", "0", "--repeat", "1"],
             tmp_path)
     assert r.exit_code == 0, r.output
-    assert "NOT GPU numbers" in r.output
-    assert "tiny INT8 view=gemm" in r.output and "tiny FP8 view=linear" in r.output
+    printed = r.output
+    assert "NOT GPU numbers" in printed
+    assert "tiny INT8 view=gemm" in printed and "tiny FP8 view=linear" in printed
     root = tmp_path / "res" / "kernel"
     tags = sorted(p.name for p in root.iterdir())
     assert len(tags) == 2 and all(t.startswith("CPU_") for t in tags)
@@ -170,6 +162,17 @@ def test_cli_reference_writes_rows(tmp_path):
     assert all(r["rel_err_vs_int32"] == 0.0 for r in lin8 if r["pattern"] == "dense")
     assert all(0 < r["rel_err_vs_int32"] < 1e-2 for r in lin8 if r["pattern"] != "dense")
     assert all(r["rel_err_vs_int32"] == "" for r in rows if r["dtype"] == "fp8")
+    # the linear view's GEMM part: timed per layer, summed in the totals, its speedup vs dense's part
+    lin = [r for r in rows if r["view"] == "linear"]
+    assert all(r["gemm_part_us"] > 0 for r in lin) and all(r["gemm_part_us"] == "" for r in rows
+                                                             if r["view"] == "gemm")
+    for tot in (r for r in lin if r["layer"] == "total"):
+        parts = [r for r in lin if r["layer"] != "total" and all(r[k] == tot[k] for k in ("dtype", "pattern", "M"))]
+        assert tot["gemm_part_us"] == pytest.approx(sum(p["gemm_part_us"] for p in parts), abs=0.01)
+        d = next(r for r in lin if r["layer"] == "total" and r["pattern"] == "dense"
+                 and r["dtype"] == tot["dtype"] and r["M"] == tot["M"])
+        assert tot["gemm_part_speedup"] == pytest.approx(d["gemm_part_us"] / tot["gemm_part_us"], rel=2e-3)
+    assert "tiny INT8 view=linear/gemm-part" in printed
 
 
 def test_cli_reference_square_mode_and_rerun_replaces_rows(tmp_path):

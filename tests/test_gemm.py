@@ -403,7 +403,9 @@ def test_tune_also_tunes_the_models_kernels(sub, extra, patterns, monkeypatch, t
                  ("quant", (cfg.heads * cfg.head_dim,), (64, 256), "int8", p, str(tmp_path)),
                  ("silu_mul_quant", (cfg.intermediate,), (64, 256), "int8", p, str(tmp_path))]
     ns = tuple(sorted({n for n, _ in cfg.linear_shapes().values()}))
-    want.append(("dequant", ns, (64, 256), "torch.int32", None, str(tmp_path)))
+    # dequant on what the engine's GEMM writes: int32 dense, bf16 for sparse INT8's alpha epilogue
+    acc = "torch.int32" if sub == "coarse" else "torch.bfloat16"
+    want.append(("dequant", ns, (64, 256), acc, None, str(tmp_path)))
     assert calls == want
     assert "kernel sets tuned" in r.output
 
@@ -412,3 +414,13 @@ def test_tune_also_tunes_the_models_kernels(sub, extra, patterns, monkeypatch, t
     assert r.exit_code == 0 and calls == []
     r = CliRunner().invoke(_cli(), ["tune", sub, "--shape", "64,64", "--m", "64", "--search", str(tmp_path)])
     assert r.exit_code == 0 and calls == [] and "skipped" in r.output
+
+
+def test_tune_auto_out_dtypes_cover_both_views_and_the_engine():
+    """auto: sparse INT8 tunes int32 (the GEMM-alone view) and bfloat16 (the engine's epilogue)."""
+    from slidesparse.commands.tune import _out_dtypes
+
+    assert _out_dtypes("cusparselt", "int8", "auto") == [torch.int32, torch.bfloat16]
+    assert _out_dtypes("cublaslt", "int8", "auto") == [torch.int32]
+    assert _out_dtypes("cusparselt", "fp8", "auto") == [torch.bfloat16]
+    assert _out_dtypes("cublaslt", "fp8", "auto") == [torch.bfloat16]

@@ -236,6 +236,43 @@ def test_alpha_vector_scaling(sparse):
         sparse.mm(xl, w, torch.bfloat16, alpha=scale[:10])
 
 
+@pytest.mark.parametrize("pattern", ["2:4", "6:8"])
+def test_linear_int8_sparse_epilogue_bf16_alpha(sparse, pattern):
+    """SlideSparseLinear's default sparse INT8 epilogue on cuSPARSELt (bf16 + weight scale as alpha):
+    close to the exact int32 layer, equal to the reference backend's emulation up to one bf16 ulp,
+    and capturable in a CUDA graph."""
+    from torch import nn
+
+    from slidesparse.gemm import make_backend
+    from slidesparse.kernels import TritonOps
+    from slidesparse.linear import Epilogue, SlideSparseLinear
+
+    torch.manual_seed(3)
+    lin = nn.Linear(3584, 4608, bias=True).cuda()
+    ops = TritonOps(search_dir=None)
+    kw = {"qdtype": "int8", "pattern": pattern, "ops": ops}
+    fast = SlideSparseLinear.from_linear(lin, backend=sparse, **kw)
+    exact = SlideSparseLinear.from_linear(lin, backend=sparse, acc_dtype=torch.int32, **kw)
+    emul = SlideSparseLinear.from_linear(lin, backend=make_backend("reference", sparse=True), **kw)
+    assert fast.epilogue == Epilogue(torch.bfloat16, True)
+    x = torch.randn(40, 3584, device="cuda").to(torch.bfloat16)
+    y, ref, em = fast(x), exact(x), emul(x)
+    err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+    assert 0 < err < 5e-3, err
+    ulp = em.float().abs() * 2 ** -6  # two bf16 roundings (epilogue, dequant), either may round the other way
+    assert bool(((y.float() - em.float()).abs() <= ulp + 1e-6).all())
+    xs = x.clone()
+    fast(xs)  # plans built outside capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fast(xs)
+    xs.copy_(torch.randn(40, 3584, device="cuda").to(torch.bfloat16))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, fast(xs))
+
+
 def test_library_prune_check_rejects_dense_weight(sparse):
     w = _rand(64, 64, "int8", 1)
     w[w == 0] = 1  # no zeros at all: certainly not 2:4

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from slidesparse.gemm import make_backend
-from slidesparse.linear import SlideSparseLinear
+from slidesparse.linear import Epilogue, SlideSparseLinear
 from slidesparse.pattern import Pattern
 from slidesparse.quant import quantize_weight
 from slidesparse.sparsify import prune
@@ -69,9 +69,35 @@ def test_int8_sparse_equals_dense_on_pruned_weight_exactly(pattern, K):
     dense = SlideSparseLinear(qp, s, K, qdtype="int8", backend=make_backend("reference"),
                               bias=lin.bias, out_dtype=torch.float32)
     sparse = SlideSparseLinear.from_linear(lin, qdtype="int8", backend=make_backend("reference", sparse=True),
-                                           pattern=p, out_dtype=torch.float32)
+                                           pattern=p, out_dtype=torch.float32, acc_dtype=torch.int32)
     x = torch.randn(6, K).to(torch.bfloat16)
     assert torch.equal(dense(x), sparse(x))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_int8_sparse_default_writes_bf16_with_the_weight_scale_as_alpha(pattern):
+    """By default a sparse INT8 layer takes the fast epilogue (bf16 + alpha vector, dequant applies only
+    the token scale): close to the exact int32 layer (one extra bf16 rounding), not identical."""
+    p = Pattern.parse(pattern)
+    lin = make_linear(96, 40, seed=4)
+    sp = make_backend("reference", sparse=True)
+    fast = SlideSparseLinear.from_linear(lin, qdtype="int8", backend=sp, pattern=p, out_dtype=torch.float32)
+    exact = SlideSparseLinear.from_linear(lin, qdtype="int8", backend=sp, pattern=p, out_dtype=torch.float32,
+                                          acc_dtype=torch.int32)
+    assert fast.epilogue == Epilogue(torch.bfloat16, True) and fast.acc_dtype == torch.bfloat16
+    assert exact.epilogue == Epilogue(torch.int32, False)
+    assert torch.equal(fast.dequant_scale, torch.ones(40)) and torch.equal(exact.dequant_scale, exact.weight_scale)
+    assert "gemm_out=bfloat16+alpha" in repr(fast) and "gemm_out=int32" in repr(exact)
+    x = torch.randn(7, 96).to(torch.bfloat16)
+    y, ref = fast(x), exact(x)
+    assert not torch.equal(y, ref)
+    assert 0 < rel_err(y, ref) < 1e-2
+    # the dense INT8 layer has no such epilogue (cuBLASLt's INT8 GEMM writes int32 only)
+    assert SlideSparseLinear.from_linear(lin, qdtype="int8", backend=make_backend("reference")).epilogue == \
+        Epilogue(torch.int32, False)
+    # FP8 sparse keeps bf16 + the full dequant (alpha would save no bytes there)
+    assert SlideSparseLinear.from_linear(lin, qdtype="fp8", backend=sp, pattern=p).epilogue == \
+        Epilogue(torch.bfloat16, False)
 
 
 def test_fp8_sparse_close_to_dense_on_pruned_weight():
@@ -136,10 +162,10 @@ def test_unslid_weight_on_sparse_backend():
 def test_bad_qdtype_and_out_dtype():
     with pytest.raises(ValueError, match="unknown quantized dtype"):
         SlideSparseLinear.from_linear(make_linear(64, 16), qdtype="int4", backend=make_backend("reference"))
-    layer = SlideSparseLinear.from_linear(make_linear(64, 16), qdtype="int8", backend=make_backend("reference"),
-                                          acc_dtype=torch.float32)
-    with pytest.raises(ValueError, match="output dtype"):
-        layer(torch.randn(2, 64))
+    # caught when the layer is built, naming what the backend can write
+    with pytest.raises(ValueError, match="cannot write torch.float32 from int8; legal: int32"):
+        SlideSparseLinear.from_linear(make_linear(64, 16), qdtype="int8", backend=make_backend("reference"),
+                                      acc_dtype=torch.float32)
 
 
 def test_input_with_wrong_features():

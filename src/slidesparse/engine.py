@@ -45,6 +45,8 @@ class EngineSpec:
     pattern: Pattern | None = None   # None: dense weights, no pruning
     sparse: bool = True              # with a pattern: False = dense GEMM on the pruned weights
                                      # (the quick check's baseline)
+    acc_dtype: torch.dtype | None = None  # the linears' GEMM output; None = the fastest legal one
+                                          # (linear.gemm_epilogue); torch.int32 = INT8's exact path
 
     @property
     def slid(self) -> bool:
@@ -186,7 +188,7 @@ def make_linear(w: torch.Tensor, bias: torch.Tensor | None, spec: EngineSpec, ba
             q = slide(q, spec.pattern)
     return SlideSparseLinear(q, s, w.shape[1], qdtype=spec.qdtype, backend=backend,
                              pattern=spec.pattern if spec.sparse else None,
-                             bias=bias, ops=ops, out_dtype=out_dtype)
+                             bias=bias, ops=ops, out_dtype=out_dtype, acc_dtype=spec.acc_dtype)
 
 
 def build_engine(cfg: ModelConfig, spec: EngineSpec, backend: GemmBackend, ops, *, device="cpu",
@@ -214,12 +216,13 @@ def build_engine(cfg: ModelConfig, spec: EngineSpec, backend: GemmBackend, ops, 
 
 
 def build_engine_from_checkpoint(path, backend: GemmBackend, ops, *, sparse: bool = True, device="cpu",
-                                 dtype=torch.bfloat16, progress=None) -> DecoderEngine:
+                                 dtype=torch.bfloat16, acc_dtype: torch.dtype | None = None,
+                                 progress=None) -> DecoderEngine:
     """A decoder from a ``slidesparse convert`` output. Pattern and dtype come from its metadata.
 
     ``sparse=True`` runs the slid weights on a sparse ``backend``; ``sparse=False`` runs the same
     pruned weights, un-slid, on a dense backend (the quick check's baseline). A dense checkpoint
-    (converted without a pattern) needs ``sparse=False``."""
+    (converted without a pattern) needs ``sparse=False``. ``acc_dtype``: as ``EngineSpec.acc_dtype``."""
     meta, tensors = load_converted(path)
     cfg = ModelConfig(**meta["architecture"])
     pattern, qdtype = checkpoint_pattern(meta), meta["qdtype"]
@@ -240,7 +243,7 @@ def build_engine_from_checkpoint(path, backend: GemmBackend, ops, *, sparse: boo
                 w = unslide(w, pattern, K)
             lins[name] = SlideSparseLinear(w.to(device), s.to(device), K, qdtype=qdtype, backend=backend,
                                            pattern=run_pattern, bias=None if b is None else b.to(device),
-                                           ops=ops, out_dtype=dtype)
+                                           ops=ops, out_dtype=dtype, acc_dtype=acc_dtype)
         layer = DecoderLayer(cfg, lins, dtype, device)
         with torch.no_grad():
             layer.input_norm.weight.copy_(tensors[f"model.layers.{i}.input_layernorm.weight"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -12,11 +14,43 @@ from .quant import parse_qdtype, quantize_weight
 from .sparsify import prune, slide
 
 
+@dataclass(frozen=True)
+class Epilogue:
+    """What a linear layer's GEMM writes: ``out_dtype``, and whether the per-channel weight scale is
+    applied by the GEMM itself (``alpha``: the library's alpha vector) instead of by the dequant."""
+
+    out_dtype: torch.dtype
+    alpha: bool = False
+
+    @property
+    def label(self) -> str:
+        """For result rows: 'int32', 'bfloat16', 'bfloat16+alpha'."""
+        return str(self.out_dtype).replace("torch.", "") + ("+alpha" if self.alpha else "")
+
+
+def gemm_epilogue(backend: GemmBackend, qdtype: str) -> Epilogue:
+    """The fastest legal GEMM output of a linear layer on ``backend``.
+
+    Sparse INT8 writes bf16 straight from cuSPARSELt with the weight scale as the alpha vector: half
+    the bytes of int32 to write and read back, and the dequant applies only the per-token scale (and
+    bias). Cost: one more bf16 rounding (of alpha[n] * acc) before the dequant's, the same the FP8
+    path always has; measured 2.9e-3 max relative error against the int32 path (docs/PERF.md).
+    cuBLASLt's INT8 GEMM can only write int32 (or int8), so dense INT8 keeps int32 + the full
+    dequant; everything else: the backend's first output dtype, full dequant after."""
+    qd = parse_qdtype(qdtype)
+    outs = backend.out_dtypes(qd)
+    if qd == "int8" and backend.sparse and torch.bfloat16 in outs:
+        return Epilogue(torch.bfloat16, bool(getattr(backend, "alpha_vector", False)))
+    return Epilogue(outs[0], False)
+
+
 class SlideSparseLinear(nn.Module):
     """A W8A8 linear layer whose GEMM runs on ``backend``.
 
     ``weight_q`` is the GEMM-ready quantized weight: [N, pattern.slid_k(K)] (slid) for a sparse
     pattern, [N, K] (or K padded to 32) for dense. ``weight_scale`` is per output channel [N].
+    The GEMM output is ``gemm_epilogue(backend, qdtype)`` unless ``acc_dtype`` forces one (e.g.
+    int32 for the exact INT8 path; a forced dtype always leaves the weight scale to the dequant).
     """
 
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, in_features: int, *,
@@ -42,10 +76,23 @@ class SlideSparseLinear(nn.Module):
         self.backend = backend
         self.ops = ops or ReferenceOps()
         self.out_dtype = out_dtype
-        self.acc_dtype = acc_dtype or backend.out_dtypes(self.qdtype)[0]
+        if acc_dtype is None:
+            self.epilogue = gemm_epilogue(backend, self.qdtype)
+        elif acc_dtype in backend.out_dtypes(self.qdtype):
+            self.epilogue = Epilogue(acc_dtype, False)
+        else:
+            raise ValueError(f"backend {backend.name} cannot write {acc_dtype} from {self.qdtype}; legal: "
+                             f"{', '.join(str(d).replace('torch.', '') for d in backend.out_dtypes(self.qdtype))}")
         self.gemm_weight = backend.prepare(weight_q)
         self.register_buffer("weight_scale", weight_scale.float().reshape(-1).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+        # what the dequant multiplies by per channel: ones when the GEMM already applied the weight scale
+        self.register_buffer("dequant_scale", torch.ones_like(self.weight_scale) if self.epilogue.alpha
+                             else self.weight_scale, persistent=False)
+
+    @property
+    def acc_dtype(self) -> torch.dtype:
+        return self.epilogue.out_dtype
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, qdtype: str, backend: GemmBackend,
@@ -69,9 +116,12 @@ class SlideSparseLinear(nn.Module):
     def forward_quantized(self, q: torch.Tensor, scale_a: torch.Tensor, M: int) -> torch.Tensor:
         """GEMM + dequant on an activation already quantized (and lifted) by a fused producer:
         q [M_pad >= M, gemm K], scale_a [M_pad] -> [M, N]."""
-        acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype)
-        return self.ops.dequant(acc[:M], scale_a[:M], self.weight_scale, self.bias, self.out_dtype)
+        if self.epilogue.alpha:
+            acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype, alpha=self.weight_scale)
+        else:
+            acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype)
+        return self.ops.dequant(acc[:M], scale_a[:M], self.dequant_scale, self.bias, self.out_dtype)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, qdtype={self.qdtype}, "
-                f"pattern={self.pattern}, backend={self.backend.name}")
+                f"pattern={self.pattern}, backend={self.backend.name}, gemm_out={self.epilogue.label}")

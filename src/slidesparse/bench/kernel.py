@@ -8,12 +8,15 @@ the same view):
   the dense side the activation [M, K] (K zero-padded to 32) by the dense weight. ``check`` says
   whether the output of the first input set agrees with ``gemm.verify.reference_mm`` (INT8: exactly).
 * ``linear``: the whole linear layer, quant(+lift) -> GEMM -> dequant(+bias), each library with its
-  fastest legal GEMM output (``linear_path``): dense INT8 -> int32 + dequant; sparse INT8 -> bf16
-  straight from cuSPARSELt, with the per-channel weight scale applied in its epilogue as the alpha
-  vector and only the per-token scale (and bias) applied after; FP8 -> bf16 + dequant on both sides.
-  ``rel_err_vs_int32`` (INT8 rows) is the normwise relative error of the layer's output against the
-  same layer computed through the exact int32 GEMM on the same inputs: 0 for int32 paths, the
-  accuracy cost of the bf16 shortcut for the sparse one.
+  fastest legal GEMM output (``linear.gemm_epilogue``, what SlideSparseLinear runs): dense INT8 ->
+  int32 + dequant; sparse INT8 -> bf16 straight from cuSPARSELt, with the per-channel weight scale
+  applied in its epilogue as the alpha vector and only the per-token scale (and bias) applied after;
+  FP8 -> bf16 + dequant on both sides. ``rel_err_vs_int32`` (INT8 rows) is the normwise relative
+  error of the layer's output against the same layer computed through the exact int32 GEMM on the
+  same inputs: 0 for int32 paths, the accuracy cost of the bf16 shortcut for the sparse one.
+  ``gemm_part_us`` times the GEMM step of that layer alone (its epilogue output: INT8 dense -> int32
+  vs sparse -> bf16 + alpha), and ``gemm_part_speedup`` compares it with the dense row's: the pairing
+  the reference implementation's kernel table used, reported here as part of this view only.
 
 Per row: median time (``time_us``, CUDA events around each call, after warm-up, inputs rotated, L2
 flushed: ``gemm.timing.time_calls``), ``tops`` = 2*M*N*K / time with the layer's logical K (so a
@@ -31,7 +34,6 @@ plain-torch ``reference`` backend runs (tiny model, CPU timer): a pipeline check
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import platform
 import warnings
@@ -46,6 +48,7 @@ from ..gemm import GemmBackend, make_backend
 from ..gemm.tuning_db import TuningMissWarning, TuningStore
 from ..gemm.verify import matches, random_q, reference_mm, rel_error
 from ..hw import MachineInfo, machine_info
+from ..linear import gemm_epilogue
 from ..models import DEFAULT_MODELS, LINEAR_PARTS, check_gemm_shapes, get_model
 from ..ops import ReferenceOps, gemm_k
 from ..pattern import K_ALIGN, Pattern, parse_patterns
@@ -118,25 +121,6 @@ def efficiency_vs_2to4(speedup: float, speedup_2to4: float, pattern: Pattern) ->
 def tops(M: int, N: int, K: int, time_us: float) -> float:
     """Tera-operations per second of an [M, K] x [K, N] product (2 ops per multiply-add)."""
     return 2.0 * M * N * K / (time_us * 1e-6) / 1e12
-
-
-def supports_alpha(backend: GemmBackend) -> bool:
-    """Whether ``backend.mm`` takes a per-output-channel ``alpha`` vector (cuSPARSELt's epilogue)."""
-    return "alpha" in inspect.signature(backend.mm).parameters
-
-
-def linear_path(backend: GemmBackend, qdtype: str) -> tuple[torch.dtype, bool]:
-    """(GEMM output dtype, weight scale folded in as alpha) of the fastest legal linear layer.
-
-    Sparse INT8 may emit bf16 straight from the GEMM: half the bytes of int32 to write and read
-    back; the weight scale then rides in the epilogue when the backend takes an alpha vector, so the
-    dequant only applies the per-token scale. Everything else: the backend's first (fastest-legal)
-    output dtype, with the full dequant after."""
-    qd = parse_qdtype(qdtype)
-    outs = backend.out_dtypes(qd)
-    if qd == "int8" and backend.sparse and torch.bfloat16 in outs:
-        return torch.bfloat16, supports_alpha(backend)
-    return outs[0], False
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -365,7 +349,8 @@ def _gemm_cases(cfg, bk, qd, shape, M, wts, seed) -> list[dict]:
 
 
 def _linear_cases(cfg, bk, ops, qd, shape, M, wts, seed) -> list[dict]:
-    """View 'linear': quant(+lift) -> GEMM (fastest legal output) -> dequant(+bias), bf16 in and out."""
+    """View 'linear': quant(+lift) -> GEMM (fastest legal output) -> dequant(+bias), bf16 in and out;
+    plus the GEMM step of that layer timed alone on its quantized inputs (``gemm_part_us``)."""
     dev = cfg.device
     g = _gen(dev, seed + 1)
     bytes_per_set = M * shape.K * 2
@@ -377,14 +362,19 @@ def _linear_cases(cfg, bk, ops, qd, shape, M, wts, seed) -> list[dict]:
         label = _role_label(role)
         backend, source = bk.get(role is not None, qd)
         w = wts.placed[label]
-        gemm_out, use_alpha = linear_path(backend, qd)
-        sb_after = ones if use_alpha else wts.scale
+        ep = gemm_epilogue(backend, qd)
+        gemm_out = ep.out_dtype
+        sb_after = ones if ep.alpha else wts.scale
         source = _algo_source(backend, w, M, gemm_out, source)
 
-        def fn(i, backend=backend, w=w, role=role, gemm_out=gemm_out, use_alpha=use_alpha, sb_after=sb_after):
+        def gemm(q, out=None, backend=backend, w=w, ep=ep):
+            if ep.alpha:
+                return backend.mm(q, w, ep.out_dtype, out, alpha=wts.scale)
+            return backend.mm(q, w, ep.out_dtype, out)
+
+        def fn(i, role=role, gemm=gemm, sb_after=sb_after):
             q, sa = ops.quant(xs[i], qd, role)
-            acc = backend.mm(q, w, gemm_out, alpha=wts.scale) if use_alpha else backend.mm(q, w, gemm_out)
-            return ops.dequant(acc[:M], sa[:M], sb_after, wts.bias, torch.bfloat16)
+            return ops.dequant(gemm(q)[:M], sa[:M], sb_after, wts.bias, torch.bfloat16)
 
         rel = ""
         if qd == "int8":
@@ -394,13 +384,17 @@ def _linear_cases(cfg, bk, ops, qd, shape, M, wts, seed) -> list[dict]:
             rel = rel_error(y, exact)
             del y, q, sa, exact
         t = _time(cfg, fn, n_sets)
+        qs = [ops.quant(x, qd, role)[0] for x in xs]
+        y = torch.empty(qs[0].shape[0], shape.N, dtype=gemm_out, device=dev)
+        t_gemm = _time(cfg, lambda i, qs=qs, y=y, gemm=gemm: gemm(qs[i], y), n_sets)
+        del qs, y
         out.append(_row(cfg, qd, shape, M, role, "linear", t, backend, source, gemm_out, check="", check_ok="",
-                        rel_err=rel, alpha=use_alpha))
+                        rel_err=rel, alpha=ep.alpha, gemm_part=t_gemm))
     return out
 
 
 def _row(cfg, qd, shape, M, role, view, t: Timing, backend, source, gemm_out, *, check, check_ok, rel_err,
-         alpha: bool = False) -> dict:
+         alpha: bool = False, gemm_part: Timing | None = None) -> dict:
     k_gemm = gemm_k(shape.K, role)
     return {
         # "op" repeats the view: the report tells rows of one role apart by its known extra columns
@@ -414,6 +408,7 @@ def _row(cfg, qd, shape, M, role, view, t: Timing, backend, source, gemm_out, *,
         "gemm_out": str(gemm_out).replace("torch.", ""), "alpha_scale": bool(alpha),
         "rel_err_vs_int32": rel_err if rel_err == "" else float(f"{rel_err:.3e}"),
         "check": check, "check_ok": check_ok, "algo_source": source,
+        "gemm_part_us": round(gemm_part.median_us, 3) if gemm_part is not None else "",
     }
 
 
@@ -429,7 +424,10 @@ def add_totals(rows: Sequence[dict]) -> list[dict]:
         t = sum(r["time_us"] for r in rs)
         flops = sum(2.0 * r["M"] * r["N"] * r["K"] for r in rs)
         rels = [r["rel_err_vs_int32"] for r in rs if r["rel_err_vs_int32"] != ""]
+        parts = [r.get("gemm_part_us", "") for r in rs]
+        part = round(sum(parts), 3) if all(p != "" for p in parts) else ""
         totals.append({**first, "layer": TOTAL, "N": "", "K": "", "gemm_k": "", "time_us": round(t, 3),
+                       "gemm_part_us": part,
                        "p10_us": round(sum(r["p10_us"] for r in rs), 3), "p90_us": round(sum(r["p90_us"] for r in rs), 3),
                        "tops": round(flops / (t * 1e-6) / 1e12, 4),
                        "rel_err_vs_int32": max(rels) if rels else "",
@@ -439,15 +437,18 @@ def add_totals(rows: Sequence[dict]) -> list[dict]:
 
 
 def add_speedups(rows: Sequence[dict]) -> list[dict]:
-    """speedup vs the dense row of the same (model, view, dtype, layer, M), and efficiency vs 2:4."""
+    """speedup vs the dense row of the same (model, view, dtype, layer, M), efficiency vs 2:4, and
+    (linear view) the GEMM part's speedup vs the dense layer's GEMM part."""
     def key(r):
         return (r["model"], r["view"], r["dtype"], r["layer"], r["M"], r["N"], r["K"])
 
-    dense = {key(r): r["time_us"] for r in rows if r["pattern"] == "dense"}
+    dense = {key(r): r for r in rows if r["pattern"] == "dense"}
     out = []
     for r in rows:
         d = dense.get(key(r))
-        out.append({**r, "speedup": round(d / r["time_us"], 4) if d else ""})
+        part, d_part = r.get("gemm_part_us", ""), (d or {}).get("gemm_part_us", "")
+        out.append({**r, "speedup": round(d["time_us"] / r["time_us"], 4) if d else "",
+                    "gemm_part_speedup": round(d_part / part, 4) if part not in ("", 0) and d_part != "" else ""})
     s24 = {key(r): r["speedup"] for r in out if r["pattern"] == "2_4" and r["speedup"] != ""}
     for r in out:
         p = None if r["pattern"] == "dense" else Pattern.parse(r["pattern"])
@@ -505,8 +506,12 @@ def run_kernel_bench(cfg: KernelBenchConfig, results: str | Path, *,
 # --- the printed summary ------------------------------------------------------------------------------
 def summary_lines(rows: Sequence[dict]) -> list[str]:
     """Compact tables, one per (model, dtype, view): time (us), speedup and efficiency vs 2:4 per role.
-    Model mode shows the 'total' rows (the four linears summed), square mode each size."""
+    Model mode shows the 'total' rows (the four linears summed), square mode each size. The linear
+    view's GEMM part gets its own table (view 'linear/gemm-part')."""
     shown = [r for r in rows if r["layer"] in (TOTAL, SQUARE)]
+    shown += [{**r, "view": "linear/gemm-part", "time_us": r["gemm_part_us"], "speedup": r["gemm_part_speedup"],
+               "efficiency_vs_2to4": "", "rel_err_vs_int32": ""}
+              for r in shown if r["view"] == "linear" and r.get("gemm_part_us", "") != ""]
     groups: dict[tuple, list[dict]] = {}
     for r in shown:
         name = SQUARE if r["layer"] == SQUARE else r["model"]
@@ -546,5 +551,5 @@ def _window(label: str) -> int:
 
 
 __all__ = ["BACKEND_CHOICES", "DEFAULT_MS", "MODES", "VIEWS", "KernelBenchConfig", "Shape", "Workload",
-           "add_speedups", "add_totals", "efficiency_vs_2to4", "linear_path", "make_config", "run_kernel_bench",
-           "summary_lines", "supports_alpha", "tops"]
+           "add_speedups", "add_totals", "efficiency_vs_2to4", "make_config", "run_kernel_bench",
+           "summary_lines", "tops"]

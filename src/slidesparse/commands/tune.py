@@ -64,8 +64,8 @@ def _out_dtypes(library: str, qdtype: str, text: str):
     legal = {("cublaslt", "int8"): ("int32",), ("cublaslt", "fp8"): ("bfloat16", "float32"),
              ("cusparselt", "int8"): ("int32", "bfloat16"), ("cusparselt", "fp8"): ("bfloat16", "float32")}
     allowed = legal[(library, qdtype)]
-    if text == "auto":
-        return [name_dtype(allowed[0])]
+    if text == "auto":  # sparse INT8: int32 for the GEMM-alone view, bfloat16 for what the engine runs
+        return [name_dtype(a) for a in (allowed if (library, qdtype) == ("cusparselt", "int8") else allowed[:1])]
     out = []
     for name in text.split(","):
         dt = name_dtype(name)
@@ -84,7 +84,8 @@ def _common(f):
         click.option("--dtype", "dtypes", default="int8,fp8", show_default=True, help="input dtypes: int8, fp8"),
         click.option("--m", "m_text", default=DEFAULT_MS, show_default=True, help="M values (comma list)"),
         click.option("--out-dtype", "out_text", default="auto", show_default=True,
-                     help="GEMM output dtype(s); auto = int32 for INT8, bfloat16 for FP8"),
+                     help="GEMM output dtype(s); auto = int32 for INT8 (cuSPARSELt: int32 and bfloat16, "
+                          "the engine's sparse INT8 output), bfloat16 for FP8"),
         click.option("--search", "search_dir", type=click.Path(path_type=Path), default=Path("search"),
                      show_default=True, help="tuning DB root (files go to <search>/<hwtag>/)"),
         click.option("--warmup", default=5, show_default=True, type=click.IntRange(0)),
@@ -161,7 +162,8 @@ def _run(library: str, jobs, ms, search_dir: Path, warmup: int, repeat: int, flu
 
 def _tune_kernels(models: list[str], roles: list, jobs, ms, search_dir: Path) -> None:
     """The Triton kernels the models' engines launch, for each dtype of ``jobs`` (dequant with the
-    GEMM's first output dtype), into <search>/<hwtag>/kernels.json."""
+    accumulator the engine runs: bfloat16 where a job has it, else int32), into
+    <search>/<hwtag>/kernels.json."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from ..kernels.tune import tune_model_kernels  # noqa: PLC0415
@@ -171,9 +173,12 @@ def _tune_kernels(models: list[str], roles: list, jobs, ms, search_dir: Path) ->
         click.echo("triton kernels: skipped (they are tuned for --model sizes; only --shape was given)")
         return
     cfgs = [get_model(m) for m in models]
+    import torch  # noqa: PLC0415
+
     first = {}
-    for qd, od, _ in jobs:
-        first.setdefault(qd, od)
+    for qd, od, _ in jobs:  # the dequant runs on what the engine's GEMM writes: bfloat16 when it is tuned
+        if qd not in first or od == torch.bfloat16:  # (sparse INT8's epilogue, FP8), else int32
+            first[qd] = od
     lines = []
     with Progress(TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("triton kernels")

@@ -35,6 +35,9 @@ class GemmWeight:
 class GemmBackend(ABC):
     name: str = "?"
     sparse: bool = False  # True: the weight must be 2:4 along K and is run on sparse tensor cores
+    # True: mm(..., alpha=[N] float32) scales output channel n by alpha[n] in the GEMM epilogue
+    # (float outputs only; cuSPARSELt's alpha vector), so a linear layer can fold its weight scale in
+    alpha_vector: bool = False
 
     @abstractmethod
     def prepare(self, w_q: torch.Tensor) -> GemmWeight:

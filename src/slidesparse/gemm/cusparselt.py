@@ -217,6 +217,7 @@ class CusparseLtBackend(GemmBackend):
 
     name = "cusparselt"
     sparse = True
+    alpha_vector = True  # ALPHA_VECTOR_SCALING: D = alpha[n] * acc (bf16 / fp32 outputs)
 
     def __init__(self, *, tuning: TuningStore | None = None, workspace_bytes: int = 32 * MIB,
                  max_plans: int = 1024, m_align: int = M_ALIGN_SPARSE):

@@ -16,6 +16,7 @@ from .base import GemmBackend, GemmWeight
 class ReferenceBackend(GemmBackend):
     def __init__(self, sparse: bool = False):
         self.sparse = sparse
+        self.alpha_vector = sparse  # mirrors the libraries: cuSPARSELt has the alpha vector, cuBLASLt's INT8 not
         self.name = "reference-sparse" if sparse else "reference-dense"
 
     def prepare(self, w_q: torch.Tensor) -> GemmWeight:
@@ -31,12 +32,21 @@ class ReferenceBackend(GemmBackend):
         return (torch.bfloat16, torch.float32)
 
     def mm(self, x_q: torch.Tensor, w: GemmWeight, out_dtype: torch.dtype,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+           out: torch.Tensor | None = None, *, alpha: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(x_q, w, out_dtype)
         if w.qdtype == "int8":
             acc = x_q.to(torch.int32) @ w.data.to(torch.int32).T  # exact int32 accumulation
         else:
             acc = x_q.float() @ w.data.float().T
+        if alpha is not None:
+            if not self.alpha_vector:
+                raise ValueError(f"{self.name}: no alpha vector on a dense backend (cuBLASLt's INT8 GEMM has none)")
+            if not out_dtype.is_floating_point:
+                raise ValueError(f"{self.name}: alpha (per-channel scale) needs a float output, got {out_dtype}")
+            if alpha.dtype != torch.float32 or alpha.dim() != 1 or alpha.numel() != w.n:
+                raise ValueError(f"{self.name}: alpha must be a float32 vector of N={w.n} values, got "
+                                 f"{alpha.dtype} {tuple(alpha.shape)}")
+            acc = acc.float() * alpha  # D = alpha[n] * acc, rounded once to out_dtype (as the epilogue)
         res = acc.to(out_dtype)
         if out is not None:
             out.copy_(res)

@@ -35,7 +35,8 @@ Task "details" (free-form but stable):
                   "max_abs_diff", "max_abs_ref", "rel_err" (max |diff| / max |ref|), "rel_l2"
                   (||diff|| / ||ref||), "identical", "metric" ("rel_err" INT8 | "rel_l2" FP8),
                   "tolerance", "passed", "impl_dense", "impl_sparse",
-                  FP8 only: "noise_floor_rel_l2", "impl_floor"}]}
+                  FP8 only: "noise_floor_rel_l2", "impl_floor"; INT8 only: "fast_gemm_out" (the
+                  benchmarked epilogue, e.g. "bfloat16+alpha"), "fast_rel_l2", "fast_tolerance"}]}
     6/7 sweep    {"cases", "case_m", "done", "failed", "resumed", "skipped_failed", "ran"}
 
 Task status S: PENDING (not started yet), RUNNING, SUCCESS, FAILED, SKIPPED (with the reason:

@@ -18,7 +18,8 @@
                     same seed, same tokens; prefill logits at one M compared. The check uses the
                     first ``check_layers`` decoder layers (default 2: exactness is per linear, depth
                     adds nothing but time). Criteria (see INT8_TOL / FP8_*): INT8 exact up to the
-                    GEMM's int32 results (max-relative error < 1e-2); FP8 relative L2 error within
+                    GEMM's int32 results (max-relative error < 1e-2) on the int32 epilogue, and the
+                    benchmarked bf16 + alpha epilogue within INT8_FAST_TOL; FP8 relative L2 error within
                     2x its noise floor, measured by a third engine (dense, same pruned weights,
                     torch reference GEMM). Numbers are recorded in the status JSON (task 5 details).
     6 prefill, 7 decode: one case worker per (model, dtype, role) — see ``open_engine_case`` and
@@ -52,6 +53,11 @@ ALL_TASKS = tuple(TASK_NAMES)
 # sparse-vs-dense 0.068-0.081, floor 0.062-0.074; llama3.2-1b 6:8, all 16 layers: 0.103 vs 0.103;
 # INT8 bit-identical in every case. A wrong slide/lift gives errors of order 1.
 INT8_TOL = 1e-2
+# The engine's sparse INT8 layers run the bf16 + alpha epilogue (linear.gemm_epilogue): one extra bf16
+# rounding per linear (0.28 % relative L2 on one layer, the bf16 output rounding itself is 0.17 %),
+# which the requantization amplifies like FP8's: 2.7-3.0 % on the tiny model's logits. Checked with
+# relative L2 <= INT8_FAST_TOL: below the FP8 pass level above, while a wrong scale or layout is order 1.
+INT8_FAST_TOL = 0.1
 FP8_MIN_TOL, FP8_FLOOR_FACTOR = 1e-2, 2.0
 NO_GPU_TUNE = "reference backend: no GPU library to tune"
 HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -105,6 +111,7 @@ def open_engine_case(job: CaseJob) -> CaseSession:
                           dtype=torch.bfloat16, seed=st.seed)
     build_s = time.perf_counter() - t
     info = {"impl": backend.name, "ops": getattr(ops, "name", type(ops).__name__), "build_s": round(build_s, 3)}
+    gemm_out = engine.layers[0].qkv.epilogue.label  # every linear of one engine has the same epilogue
 
     def measure(M: int) -> dict:
         if device.type == "cuda":
@@ -118,7 +125,7 @@ def open_engine_case(job: CaseJob) -> CaseSession:
                              warmup=st.decode_warmup, cuda_graphs=st.cuda_graphs, seed=st.seed)
             extra = {"prompt_len": st.decode_prompt_len, "warmup": st.decode_warmup}
         row = r.row()
-        row.update(extra)
+        row.update(extra, gemm_out=gemm_out)
         if device.type == "cuda":
             row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
             torch.cuda.empty_cache()
@@ -229,6 +236,7 @@ def tune_stage(stage: str, models: list[ModelSource], qdtypes: list[str], patter
     from ..gemm.tuning import tune_cublaslt, tune_cusparselt  # noqa: PLC0415
     from ..gemm.tuning_db import TuningStore  # noqa: PLC0415
     from ..kernels import model_kernel_jobs, tune_model_kernels  # noqa: PLC0415
+    from ..linear import gemm_epilogue  # noqa: PLC0415
     from ..ops import gemm_k  # noqa: PLC0415
 
     torch.cuda.set_device(torch.device(device))
@@ -250,7 +258,7 @@ def tune_stage(stage: str, models: list[ModelSource], qdtypes: list[str], patter
                         "gemm": {}, "kernels": []}
     tune = tune_cusparselt if sparse else tune_cublaslt
     for qd in qdtypes:
-        out_dtype = be.out_dtypes(qd)[0]
+        out_dtype = gemm_epilogue(be, qd).out_dtype  # what the engine's linears run (sparse INT8: bf16)
         db = store.db(lib, qd)
         res = {"out_dtype": str(out_dtype).replace("torch.", ""), "tuned": 0, "present": 0, "failed": []}
         for n, k in shapes:
@@ -328,13 +336,17 @@ def quick_check(models: list[ModelSource], qdtypes: list[str], patterns: list, M
         for qd in qdtypes:
             for p in patterns:
                 logits, impls = [], []
-                # dense, sparse, and for FP8 the noise-floor engine (dense, torch reference GEMM)
-                runs = [(False, None), (True, None)] + ([(False, "reference")] if qd == "fp8" else [])
-                for sparse, override in runs:
+                # dense, sparse (INT8: on the exact int32 epilogue), then FP8: the noise-floor engine
+                # (dense, torch reference GEMM); INT8: the sparse engine on its benchmarked epilogue
+                runs = [(False, None, None), (True, None, torch.int32 if qd == "int8" else None)]
+                runs.append((False, "reference", None) if qd == "fp8" else (True, None, None))
+                for sparse, override, acc in runs:
                     backend = (make_backend("reference", sparse=False) if override
                                else plan.make_backend(p if sparse else None))
-                    eng = build_engine(cfg_used, EngineSpec(qd, p, sparse=sparse), backend, ops, device=device,
-                                       dtype=torch.bfloat16, seed=seed)
+                    eng = build_engine(cfg_used, EngineSpec(qd, p, sparse=sparse, acc_dtype=acc), backend, ops,
+                                       device=device, dtype=torch.bfloat16, seed=seed)
+                    if sparse and acc is None:
+                        fast_out = eng.layers[0].qkv.epilogue.label
                     eng.setup_cache(B, T)
                     logits.append(eng.prefill(tokens).float().cpu())
                     impls.append(backend.name)
@@ -351,7 +363,10 @@ def quick_check(models: list[ModelSource], qdtypes: list[str], patterns: list, M
                        "rel_err": rel, "rel_l2": rel_l2, "identical": bool(torch.equal(ref, got)),
                        "impl_dense": impls[0], "impl_sparse": impls[1]}
                 if qd == "int8":
-                    rec.update(metric="rel_err", tolerance=INT8_TOL, passed=finite and rel <= INT8_TOL)
+                    fast = _rel_l2(logits[2], ref)
+                    rec.update(metric="rel_err", tolerance=INT8_TOL, fast_gemm_out=fast_out, fast_rel_l2=fast,
+                               fast_tolerance=INT8_FAST_TOL,
+                               passed=finite and rel <= INT8_TOL and fast <= INT8_FAST_TOL)
                 else:
                     floor = _rel_l2(logits[2], ref)
                     tol = max(FP8_MIN_TOL, FP8_FLOOR_FACTOR * floor)
@@ -387,14 +402,18 @@ def task_quick_check(ctx: TaskContext) -> TaskOutcome:
         ctx.log(f"check {c['model']} {c['dtype']} {c['pattern_paper']} ({c['pattern']}) M={c['M']} "
                 f"layers {c['layers']}/{c['layers_total']}: rel err {c['rel_err']:.3g}, rel L2 {c['rel_l2']:.3g} "
                 + (f"(FP8 noise floor {c['noise_floor_rel_l2']:.3g}) " if "noise_floor_rel_l2" in c else "")
+                + (f"[{c['fast_gemm_out']} epilogue: rel L2 {c['fast_rel_l2']:.3g} <= {c['fast_tolerance']:.3g}] "
+                   if "fast_rel_l2" in c else "")
                 + f"({c['metric']} <= {c['tolerance']:.3g}), max |diff| {c['max_abs_diff']:.3g}, "
                 f"identical={c['identical']} -> "
                 f"{'pass' if c['passed'] else 'FAIL'}")
     bad = [c for c in checks if not c["passed"]]
     details = {"checks": checks}
     if bad:
-        what = ", ".join(f"{c['model']} {c['dtype']} {c['pattern']} ({c['metric']} {c[c['metric']]:.3g} > "
-                         f"{c['tolerance']:.3g})" for c in bad)
+        what = ", ".join(f"{c['model']} {c['dtype']} {c['pattern']} ({c['metric']} {c[c['metric']]:.3g} vs "
+                         f"{c['tolerance']:.3g}" + (f"; {c['fast_gemm_out']} epilogue rel L2 {c['fast_rel_l2']:.3g} "
+                                                   f"vs {c['fast_tolerance']:.3g}" if "fast_rel_l2" in c else "")
+                         + ")" for c in bad)
         return TaskOutcome("FAILED", f"{len(bad)} of {len(checks)} sparse-vs-dense checks over tolerance: {what}",
                            details)
     worst = max(c["rel_err"] for c in checks)
