@@ -3,12 +3,17 @@
 Run by tests/test_kernels_compile.py in a subprocess without TRITON_INTERPRET: the interpreter
 accepts code the GPU compiler rejects (a constexpr re-assigned in a static_range loop compiled
 fine on the CPU and failed on the H100), so CI compiles the real thing (Triton's bundled ptxas).
-Prints one line per variant; exits 1 on the first failure with the compiler's message.
+Prints one line per variant; exits 1 on the first failure with the compiler's message. The
+persistent kernel (config key PERSIST) is compiled at the shapes its default configs use, and
+must not spill registers there (cuobjdump's resource usage: STACK and LOCAL 0).
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -21,10 +26,72 @@ from slidesparse.kernels import triton_kernels as tk  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 
 
-def compile_one(fn, sig: dict, constexprs: dict, num_warps: int) -> None:
+def compile_one(fn, sig: dict, constexprs: dict, num_warps: int, div16=()):
+    """div16: arguments the launch specializes as divisible by 16 (Triton does so for such integers
+    and 16-byte aligned pointers), as at the model shapes."""
+    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
     sig = dict(sig, **{k: "constexpr" for k in constexprs})
-    triton.compile(triton.compiler.ASTSource(fn, sig, constexprs), target=TARGET,
-                   options={"num_warps": num_warps, "enable_fp_fusion": False})
+    return triton.compile(triton.compiler.ASTSource(fn, sig, constexprs, attrs), target=TARGET,
+                          options={"num_warps": num_warps, "enable_fp_fusion": False})
+
+
+def spills(ck) -> str:
+    """'' when the cubin uses no stack / local memory (no register spills), else cuobjdump's numbers;
+    '' too when cuobjdump is not bundled (nothing to check with)."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return ""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(ck.asm["cubin"])
+        f.flush()
+        out = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+).*?LOCAL:(\d+)", out)
+    if m is None:
+        return f"cannot read cuobjdump's output: {out[-300:]!r}"
+    return "" if m.group(2) == "0" and m.group(3) == "0" else f"REG {m.group(1)} STACK {m.group(2)} LOCAL {m.group(3)}"
+
+
+# what a launch at the model shapes specializes (M itself need not be a multiple of 16)
+DIV16 = ("x_ptr", "w_ptr", "q_ptr", "s_ptr", "M_PAD", "K", "KOUT", "KIN", "stride_xm", "stride_qm", "inter")
+
+
+def persist_variants():
+    """The persistent kernel at every default config that selects it (configs.default_config) and
+    a few other paths: (kernel, K, pattern, qdtype, config overrides, check spills)."""
+    yield from [
+        ("rmsnorm_quant", 5120, None, "int8", {}, True), ("rmsnorm_quant", 5120, None, "fp8", {}, True),
+        ("rmsnorm_quant", 8192, None, "fp8", {}, True), ("silu_mul_quant", 13824, None, "int8", {}, True),
+        ("silu_mul_quant", 13824, None, "fp8", {}, True), ("silu_mul_quant", 16384, None, "fp8", {}, True),
+        ("silu_mul_quant", 8192, None, "fp8", {}, True),
+        # scattered lifts, a plain row, two rows a tile, the weight loaded per row
+        ("rmsnorm_quant", 3584, "2_8", "fp8", {"PERSIST": 2, "HOIST_W": 1}, False),
+        ("silu_mul_quant", 13824, "2_10", "int8", {"PERSIST": 1}, False),
+        ("quant", 2048, None, "int8", {"PERSIST": 2}, False),
+        ("rmsnorm_quant", 5120, None, "int8", {"HOIST_W": 0, "ROWS": 2, "num_warps": 8}, False),
+    ]
+
+
+def persist_job(kernel, K, pattern, qd, over, base):
+    from slidesparse.kernels import launch  # noqa: PLC0415
+    from slidesparse.kernels.configs import default_config  # noqa: PLC0415
+    from slidesparse.pattern import Pattern  # noqa: PLC0415
+
+    p = None if pattern is None else Pattern.parse(pattern)
+    cfg = {**default_config(kernel, K, qd, p), **over}
+    assert cfg.get("PERSIST"), f"{kernel} K={K} {pattern} {qd}: {cfg} is not persistent"
+    L = 0 if p is None or p.window == 4 else p.window
+    kout = launch.out_k(K, p)
+    bk, bk2, kin, one, scatter = launch.tiling(K, kout, L, cfg)
+    assert one and (L == 0 or scatter), cfg
+    b2, b3 = launch.persist_tiles(kin, bk, bk2)
+    producer = {"quant": tk.PLAIN, "rmsnorm_quant": tk.RMSNORM, "silu_mul_quant": tk.SILU_MUL}[kernel]
+    sig = {k: v for k, v in base.items() if k != "NWIN"}
+    sig["q_ptr"] = "*fp8e4nv" if qd == "fp8" else "*i8"
+    ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L, PRODUCER=producer,
+              SOFT=False, BLOCK_K=bk, BLOCK_K2=b2, BLOCK_K3=b3, ROWS=int(cfg["ROWS"]),
+              TAIL=(1 << (2 * L + 27).bit_length()) if scatter else 1,
+              HOIST_W=bool(cfg.get("HOIST_W", 0)) and producer == tk.RMSNORM, N_ITER=0)
+    return f"persist {kernel} K={K} {pattern or 'dense'} {qd} {cfg}", sig, ce, int(cfg["num_warps"])
 
 
 def quant_variants():
@@ -61,11 +128,19 @@ def main() -> int:
     for H, HKV, D in ((28, 4, 128), (32, 8, 64)):
         jobs.append((f"rope_cache H={H} HKV={HKV} D={D}", tk.rope_cache_kernel, sig,
                      dict(H=H, HKV=HKV, D=D, BLOCK_H=1 << (H - 1).bit_length(), SOFT=False), 4))
-    for name, fn, sig, ce, nw in jobs:
+    checks = {}
+    for kernel, K, pattern, qd, over, check in persist_variants():
+        name, sig, ce, nw = persist_job(kernel, K, pattern, qd, over, base)
+        jobs.append((name, tk.quant_kernel_persist, sig, ce, nw, DIV16))
+        checks[name] = check
+    for name, fn, sig, ce, nw, *div16 in jobs:
         try:
-            compile_one(fn, sig, ce, nw)
+            ck = compile_one(fn, sig, ce, nw, *div16)
         except Exception as e:  # noqa: BLE001 - report the compiler's message and stop
             print(f"FAILED {name}: {type(e).__name__}: {str(e)[-2000:]}")
+            return 1
+        if checks.get(name) and spills(ck):
+            print(f"FAILED {name}: registers spill at a default config ({spills(ck)})")
             return 1
         print(f"ok {name}", flush=True)
     return 0

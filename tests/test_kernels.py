@@ -338,6 +338,142 @@ def test_silu_mul_quant_matches_reference(cfg, pattern, qd):
     assert_quant(q, s, qr, sr, 7, f"{pattern} {qd}")
 
 
+# --- persistent programs (config key PERSIST) ------------------------------------------------------
+# BLOCK_K 128 + SPLIT: the persistent launch covers K = 200 in three tiles (dense: 224 = 128 + 64 + 32;
+# lifted: 200 = 128 + 64 + 32); under the interpreter a grid has launch.SOFT_SMS (4) "SMs", so with
+# PERSIST 1 each program loops over 4 or 8 rows and its last prefetch reads past the rows (masked).
+PERSIST = {"BLOCK_K": 128, "BLOCK_W": 64, "ROWS": 1, "num_warps": 4, "SPLIT": 1, "SCATTER": 1, "PERSIST": 1}
+
+
+def poisoned_with(M, kout, qd, byte):
+    q, s = poisoned(M, kout, qd)
+    q.view(torch.uint8).fill_(byte)
+    return q, s
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "6:8", "8:10"])
+@pytest.mark.parametrize("producer", ["rmsnorm", "silu"])
+def test_persistent_matches_reference(producer, pattern, qd):
+    """quant_kernel_persist (dense or scattered lift, three tiles, programs looping over rows) gives
+    the references' bits and writes every element of q and scale (two different poisons)."""
+    K, pat = 200, None if pattern is None else Pattern.parse(pattern)
+    kout = launch.out_k(K, pat)
+    for M in (1, 5, 17):
+        assert launch.m_pad(M) > launch.SOFT_SMS  # fewer programs than row tiles: every program loops
+        if producer == "rmsnorm":
+            x = rand_x(M, K, torch.bfloat16, seed=M)
+            w = (torch.rand(K, generator=torch.Generator().manual_seed(M)) + 0.5).to(torch.bfloat16)
+            qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat)
+            kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-6}
+            cfg = {**PERSIST, "HOIST_W": M % 2}  # the weight hoisted or loaded per row
+        else:
+            x = rand_x(M, 2 * K, torch.bfloat16, seed=100 + M, scale=6.0)
+            if M > 3:
+                x[3, :K] = -100.0  # exp(-g) overflows: silu -> -0
+            qr, sr = R.silu_mul_quant_ref(x, qd, pat, exp=np_exp)
+            kw = {"producer": tk.SILU_MUL}
+            cfg = {**PERSIST, "PERSIST": 2 if M == 17 else 1}
+        if M > 1:
+            x[1] = 0  # an all-zero row
+            x[M - 1] = 0
+            qr, sr = (R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat) if producer == "rmsnorm"
+                      else R.silu_mul_quant_ref(x, qd, pat, exp=np_exp))
+        for byte in ((0x5A, 0xA5) if M == 17 else (0x5A,)):
+            q, s = poisoned_with(M, kout, qd, byte)
+            launch.quant(x, qd, pat, cfg, out=(q, s), **kw)
+            assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} M={M} poison {byte:#x}")
+
+
+def test_persistent_rows_per_program_and_fallbacks():
+    """ROWS = 2 row tiles in the persistent loop; a PERSIST config whose rows do not fit one chunk
+    (chunked) or whose lift re-reads windows (no SCATTER) runs the ordinary kernel (same bits)."""
+    x = rand_x(9, 200, torch.bfloat16, seed=3)
+    w = (torch.rand(200, generator=torch.Generator().manual_seed(3)) + 0.5).to(torch.bfloat16)
+    kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-6}
+    for pattern, cfg in ((None, {**PERSIST, "ROWS": 2, "HOIST_W": 1}), ("2_8", {**CHUNKED, "PERSIST": 2}),
+                         ("2_10", {**PERSIST, "SCATTER": 0})):
+        q, s = run_quant(x, "fp8", pattern, cfg, **kw)
+        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, "fp8", None if pattern is None else Pattern.parse(pattern))
+        assert_quant(q, s, qr, sr, 9, f"{pattern} {cfg}")
+
+
+def test_persistent_tiles_and_grid():
+    assert launch.persist_tiles(224, 128, 128) == (64, 32)
+    assert launch.persist_tiles(5120, 4096, 1024) == (1024, 0)
+    assert launch.persist_tiles(13824, 8192, 8192) == (4096, 2048)
+    assert launch.persist_tiles(18944, 16384, 4096) == (2048, 512)
+    assert launch.persist_tiles(4100, 4096, 32) == (32, 0)
+    assert launch.persist_tiles(100, 128, 0) == (0, 0)
+    assert launch.sm_count("cpu") == launch.SOFT_SMS
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"PERSIST": -1}, "PERSIST"), ({"PERSIST": 33}, "PERSIST"), ({"PERSIST": 1.5}, "PERSIST"),
+    ({"PERSIST": "2"}, "PERSIST"), ({"PERSIST": True}, "PERSIST"), ({"HOIST_W": 2, "PERSIST": 1}, "HOIST_W"),
+    ({"HOIST_W": 1}, "needs PERSIST"), ({"HOIST_W": 1, "PERSIST": 0}, "needs PERSIST"),
+])
+def test_config_persist_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        C.validate_config("rmsnorm_quant", {**cfg(4096), **bad})
+
+
+def test_config_persist_optional():
+    assert C.validate_config("quant", cfg(4096))["PERSIST"] == 0
+    got = C.validate_config("silu_mul_quant", {**cfg(8192), "PERSIST": 2, "HOIST_W": 0})
+    assert got["PERSIST"] == 2 and got["HOIST_W"] == 0
+
+
+def test_default_config_persist_rule():
+    def persist(kernel, K, dtype, pattern=None):
+        c = C.default_config(kernel, K, dtype, pattern)
+        return c.get("PERSIST", 0), c.get("HOIST_W", 0), c["num_warps"]
+
+    for qd in ("int8", "fp8"):
+        # RMSNorm dense K > 4096 (the row in two tiles): 4 warps, weight hoisted, programs per SM
+        # as the registers allow (H100 K = 5120 measurement)
+        assert persist("rmsnorm_quant", 5120, qd) == (3, 1, 4)
+        assert persist("rmsnorm_quant", 5120, qd, "2_4") == (3, 1, 4)  # 2:4's lift is the identity
+        assert persist("rmsnorm_quant", 8192, qd) == (2, 1, 4)
+        for K in (1, 2048, 3584, 4096):
+            assert persist("rmsnorm_quant", K, qd)[:2] == (0, 0), K
+        for K in (5120, 8192):
+            assert persist("rmsnorm_quant", K, qd, "6:8")[:2] == (0, 0)
+        assert persist("rmsnorm_quant", 16384, qd)[:2] == (0, 0)  # not one chunk
+        # SiLU dense 8192 < I <= 16384: 16 warps, one program per SM
+        for inter in (8200, 13824, 16384):
+            assert persist("silu_mul_quant", inter, qd) == (1, 0, 16), inter
+        for inter in (2048, 4096, 18944, 27648):
+            assert persist("silu_mul_quant", inter, qd)[:2] == (0, 0), inter
+        for pattern in ("6:8", "8:10"):
+            assert persist("silu_mul_quant", 13824, qd, pattern)[:2] == (0, 0)
+        for K in (2048, 5120, 13824):
+            assert persist("quant", K, qd)[:2] == (0, 0)
+    # I = 8192: fp8 only (int8 measured no gain); an unknown dtype gets the int8 default
+    assert persist("silu_mul_quant", 8192, "fp8") == (1, 0, 16)
+    assert persist("silu_mul_quant", 8192, "e4m3") == (1, 0, 16)
+    assert persist("silu_mul_quant", 8192, "int8")[:2] == (0, 0)
+    assert persist("silu_mul_quant", 8192, None)[:2] == (0, 0)
+    k = C.KernelConfigs("/nonexistent-dir", "TEST")  # lookups pass the dtype to the defaults
+    assert k.lookup("silu_mul_quant", 8192, 64, "fp8", None).get("PERSIST") == 1
+    assert "PERSIST" not in k.lookup("silu_mul_quant", 8192, 64, "int8", None)
+
+
+def test_persistent_candidates():
+    from slidesparse.kernels.tune import candidate_configs
+
+    for kernel, K, pattern in (("rmsnorm_quant", 5120, None), ("rmsnorm_quant", 3584, "2_8"),
+                               ("silu_mul_quant", 13824, None), ("silu_mul_quant", 8192, "2_10")):
+        cands = candidate_configs(kernel, K, pattern)
+        pers = [c for c in cands if c["PERSIST"]]
+        assert {c["PERSIST"] for c in pers} >= {1, 2}, (kernel, K)
+        assert len(pers) <= 6
+        warps = {c["num_warps"] for c in pers}
+        assert warps >= ({4, 8} if kernel == "rmsnorm_quant" else {16}), (kernel, K)
+    assert not [c for c in candidate_configs("quant", 3584, None) if c["PERSIST"]]
+    assert not [c for c in candidate_configs("rmsnorm_quant", 16384, None) if c["PERSIST"]]  # not one chunk
+
+
 def test_reference_argument_errors():
     with pytest.raises(ValueError, match="weight"):
         R.rmsnorm_f32(torch.zeros(2, 4), torch.ones(3), 1e-6)

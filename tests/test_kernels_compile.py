@@ -14,4 +14,6 @@ def test_every_kernel_variant_compiles_for_sm90():
     script = Path(__file__).with_name("compile_kernels.py")
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("\nok ") + proc.stdout.startswith("ok ") == 16, proc.stdout
+    # 12 quant_kernel paths, 2 dequant, 2 rope_cache, 11 quant_kernel_persist (7 at default configs,
+    # checked for register spills)
+    assert proc.stdout.count("\nok ") + proc.stdout.startswith("ok ") == 27, proc.stdout

@@ -243,7 +243,8 @@ def test_every_launch_config_is_exact(gen):
     from slidesparse.ops import ReferenceOps
 
     for kernel, K, pattern in (("quant", 2048, None), ("quant", 18944, "2_10"), ("rmsnorm_quant", 3584, "2_8"),
-                               ("silu_mul_quant", 18944, "2_10"), ("silu_mul_quant", 13824, None)):
+                               ("rmsnorm_quant", 5120, None), ("silu_mul_quant", 18944, "2_10"),
+                               ("silu_mul_quant", 13824, None)):
         pat = _pat(pattern)
         if kernel == "silu_mul_quant":
             x = _rand_x(64, 2 * K, gen)
@@ -260,13 +261,71 @@ def test_every_launch_config_is_exact(gen):
             kw = {}
         seen = set()
         for cfg in candidate_configs(kernel, K, pattern):
-            shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"])
+            shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"], cfg.get("PERSIST", 0),
+                     cfg.get("HOIST_W", 0))
             if shape in seen:  # warps and window blocks do not change which code runs; keeps compiles few
                 continue
             seen.add(shape)
             q, s = _poisoned(64, qr.shape[1], "int8")
             launch.quant(x, "int8", pat, cfg, out=(q, s), **kw)
             _check_quant(q, s, qr, sr, 64, f"{kernel} K={K} {pattern} config {cfg}")
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("kernel, K", [("rmsnorm_quant", 5120), ("silu_mul_quant", 13824), ("silu_mul_quant", 8192)])
+def test_persistent_default_equals_one_row_per_program(kernel, K, qd, gen):
+    """Where the default config is persistent (PERSIST), it gives the same bits as the same config
+    run one row tile per program, and writes every element (two different poisons), at an M that is
+    not a multiple of the grid; at small M too (fewer row tiles than SMs)."""
+    from slidesparse.kernels import launch
+    from slidesparse.kernels import triton_kernels as tk
+    from slidesparse.kernels.configs import default_config
+
+    cfg = default_config(kernel, K, qd, None)
+    if kernel == "silu_mul_quant" and K == 8192 and qd == "int8":
+        assert not cfg.get("PERSIST")
+        cfg = {**cfg, "PERSIST": 1}  # not the default there: the path still has to be exact
+    assert cfg.get("PERSIST"), cfg
+    plain = {**cfg, "PERSIST": 0, "HOIST_W": 0}
+    w = (torch.rand(K, device="cuda", generator=gen.g) + 0.5).to(torch.bfloat16)
+    kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-5} if kernel == "rmsnorm_quant" else {"producer": tk.SILU_MUL}
+    for M in (4096 + 77, 33):
+        x = _rand_x(M, 2 * K if kernel == "silu_mul_quant" else K, gen)
+        want = _poisoned(M, launch.out_k(K, None), qd)
+        launch.quant(x, qd, None, plain, out=want, **kw)
+        for byte in (0x5A, 0xA5):
+            got = _poisoned(M, launch.out_k(K, None), qd)
+            got[0].view(torch.uint8).fill_(byte)
+            launch.quant(x, qd, None, cfg, out=got, **kw)
+            torch.cuda.synchronize()
+            what = f"{kernel} K={K} M={M} {qd} {cfg} poison {byte:#x} seed={gen.seed}"
+            assert torch.equal(_bytes(got[0]), _bytes(want[0])), \
+                f"{what}: {int((_bytes(got[0]) != _bytes(want[0])).sum())} q bytes differ"
+            assert torch.equal(got[1].view(torch.int32), want[1].view(torch.int32)), f"{what}: scales differ"
+        assert bool(torch.isfinite(want[1]).all())
+
+
+def test_persistent_cuda_graph_capture(gen):
+    """A persistent launch (SiLU I = 13824 default) captures and replays: the grid depends on M only."""
+    from slidesparse.kernels.configs import default_config
+    from slidesparse.kernels.reference import silu_mul_quant_ref
+
+    assert default_config("silu_mul_quant", 13824, "fp8", None).get("PERSIST")
+    ops = _ops()
+    M, inter = 300, 13824
+    gu = (torch.randn(M, 2 * inter, device="cuda", generator=gen.g) * 4).to(torch.bfloat16)
+    q, s = _poisoned(M, inter, "fp8")
+    ops.silu_mul_quant(gu, "fp8", None, out=(q, s))  # compile outside the capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        ops.silu_mul_quant(gu, "fp8", None, out=(q, s))
+    gu.copy_((torch.randn(M, 2 * inter, device="cuda", generator=gen.g) * 4).to(torch.bfloat16))
+    q.view(torch.uint8).fill_(0x5A)
+    s.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    qr, sr = silu_mul_quant_ref(gu, "fp8", None)
+    _check_quant(q, s, qr, sr, M, f"persistent graph replay seed={gen.seed}")
 
 
 def test_cuda_graph_capture(gen):

@@ -36,16 +36,44 @@ DEFAULT_SEARCH_DIR = Path("search")
 M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
-    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT"),
+    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
-           "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0}  # key: value when a config leaves it out
+           "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
+           "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
+# key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
+# row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
+# held whole in registers (ONE_CHUNK), dense or lifted by SCATTER, and is ignored elsewhere.
+# HOIST_W (needs PERSIST; RMSNorm only): the weight is loaded once per program, not per row.
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
+
+
+# Programs per SM of the persistent defaults: as many as an SM holds by the sm_90 compile's
+# registers (what the H100 measurement's 'P auto' used): RMSNorm 4 warps with the weight hoisted,
+# 156 registers at K = 5120 (tiles 4096 + 1024; 168 at 6144) -> 3, 245 at 8192 -> 2; SiLU 16 warps,
+# 100-128 registers (I = 8192..16384) -> 1.
+SILU_PERSIST = 1
+
+
+def rms_persist(K: int) -> int:
+    return 3 if K <= 6144 else 2
+
+
+def _is_fp8(dtype) -> bool:
+    """Whether a quant dtype name (or None: unknown, taken as int8) is fp8."""
+    if dtype is None:
+        return False
+    from ..quant import parse_qdtype  # noqa: PLC0415
+
+    try:
+        return parse_qdtype(str(dtype).replace("torch.", "")) == "fp8"
+    except ValueError:
+        return False
 
 
 def _next_pow2(n: int) -> int:
@@ -94,6 +122,15 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
     row) are read once into registers; short plain rows go two per program. A plain lifted row
     reads each window's columns again (BLOCK_W windows at a time, cheap for a plain load); the
     fused producers scatter their quantized columns instead of producing h again per window.
+
+    PERSIST (persistent programs that load the next row while finishing the current one) only
+    where it measured faster on an H100 (tools/kernel_variants.py --bench, the 'pf' schedule,
+    % of copy bandwidth, production -> pf, M = 4096 / 16384): rmsnorm_quant dense K = 5120
+    (int8 81 -> 88 / 80 -> 86, fp8 75 -> 90 / 71 -> 87; 4 warps, weight hoisted) and silu_mul_quant
+    dense I = 13824 (int8 60 -> 74 / 61 -> 77, fp8 61 -> 75 / 62 -> 79) and I = 8192 fp8
+    (82 -> 88 / 84 -> 91), both at 16 warps. Not for lifted rows (6:8 gained nothing or lost),
+    RMSNorm K <= 4096 (3584: 100 -> 79), SiLU I = 8192 int8 (unchanged) or I > 16384 (18944: 73 -> 50,
+    register spills).
     """
     if _family(kernel) == "dequant":
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
@@ -109,10 +146,14 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
             block_k, num_warps, extra = kp // 2, 32, {"SPLIT": 1}
         if lifted:
             extra = {**extra, "SCATTER": 1}
+        elif 8192 < K <= 16384 or (K == 8192 and _is_fp8(dtype)):  # H100: 60-84 % -> 74-91 % of copy
+            num_warps, extra = 16, {**extra, "PERSIST": SILU_PERSIST}
     elif kernel == "rmsnorm_quant" and kp <= 8192:  # three row reductions: one row, 4 warps
         block_k, num_warps = min(kp, 4096), 4
         if K > block_k:  # 5120 = 4096 + 1024 lanes, not 8192
             extra = {"SPLIT": 1}
+            if not lifted:  # H100 K = 5120: 71-81 % -> 86-90 % of copy
+                extra = {**extra, "PERSIST": rms_persist(K), "HOIST_W": 1}
         if lifted:  # x and w would be read again per window: scatter from registers instead
             extra = {**extra, "SCATTER": 1}
     elif lifted:
@@ -149,6 +190,8 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
         if not lo <= v <= hi or (k in _POW2 and v & (v - 1)):
             raise ValueError(f"{where}: {k}={v} must be {'a power of 2 ' if k in _POW2 else ''}in [{lo}, {hi}]")
         out[k] = v
+    if out.get("HOIST_W") and not out.get("PERSIST"):
+        raise ValueError(f"{where}: HOIST_W=1 needs PERSIST > 0 (the weight is loaded once per persistent program)")
     return out
 
 

@@ -70,6 +70,10 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     producer PLAIN: x [M, K] is the activation. RMSNORM: x [M, K] and weight [K], eps > 0.
     SILU_MUL: x = gate_up [M, 2I]; the activation is silu(gate) * up of I columns.
     Returns (q [M_pad, gemm_k(K)], scale [M_pad]) with M_pad = ceil(M/16)*16.
+
+    A config with PERSIST > 0 whose rows fit in registers (ONE_CHUNK) and are written densely or
+    scattered launches ``quant_kernel_persist`` instead: min(row tiles, SMs * PERSIST) programs
+    (``sm_count``), the grid a function of M and the config only (CUDA-graph capturable). Same bits.
     """
     check_x(x, "gate_up" if producer == tk.SILU_MUL else "x")
     qd = qdtype if qdtype in _QMAX else parse_qdtype(qdtype)
@@ -101,6 +105,24 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     L = 0 if p is None or p.window == 4 else p.window  # 2:4 lifting is the identity
     rows = int(config["ROWS"])
     block_k, block_k2, kin, one_chunk, scatter = tiling(K, kout, L, config)
+    tail = 1 << (2 * L + 27).bit_length() if scatter else 1
+    persist = int(config.get("PERSIST", 0))
+    if persist and one_chunk and (L == 0 or scatter):
+        bk2, bk3 = persist_tiles(kin, block_k, block_k2)
+        tiles = triton_cdiv(Mp, rows)
+        grid = min(tiles, sm_count(x.device) * persist)
+        tk.quant_kernel_persist[(grid,)](
+            x, weight if weight is not None else x, q, s,
+            M, Mp, K, kout, kin, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
+            float(K), float(eps),
+            QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+            BLOCK_K=block_k, BLOCK_K2=bk2, BLOCK_K3=bk3, ROWS=rows, TAIL=tail,
+            HOIST_W=bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM,
+            N_ITER=triton_cdiv(tiles, grid) if _SOFT else 0,
+            num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
+            enable_fp_fusion=False,
+        )
+        return q, s
     kernel = tk.quant_kernel_static if _SOFT else tk.quant_kernel
     kernel[(triton_cdiv(Mp, rows),)](
         x, weight if weight is not None else x, q, s,
@@ -108,7 +130,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
         float(K), float(eps),
         QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
         ONE_CHUNK=one_chunk, SCATTER=scatter, BLOCK_K=block_k, BLOCK_K2=block_k2,
-        BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=1 << (2 * L + 27).bit_length() if scatter else 1,
+        BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=tail,
         num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
         enable_fp_fusion=False,
     )
@@ -173,6 +195,37 @@ def tiling(K: int, kout: int, L: int, config: dict) -> tuple[int, int, int, bool
     if config.get("SPLIT", 0) and rest <= block_k:
         return block_k, max(32, 1 << (rest - 1).bit_length()), kin, True, scatter
     return block_k, 0, kin, False, scatter
+
+
+def persist_tiles(kin: int, block_k: int, block_k2: int) -> tuple[int, int]:
+    """(BLOCK_K2, BLOCK_K3) of a persistent (PERSIST) launch: the columns past BLOCK_K in at most
+    two power-of-two tiles of at least 32 (13824 = 8192 + 4096 + 2048 rather than 8192 + 8192;
+    5120 = 4096 + 1024), or none when ``tiling`` gave one tile (``block_k2`` 0)."""
+    if block_k2 == 0:
+        return 0, 0
+    rest = kin - block_k
+    b2 = max(32, 1 << (rest.bit_length() - 1))
+    rem = rest - b2
+    return b2, (max(32, 1 << (rem - 1).bit_length()) if rem > 0 else 0)
+
+
+SOFT_SMS = 4  # the "SM count" of a persistent grid under the interpreter / on the CPU: several rows a program
+_SMS: dict = {}
+
+
+def sm_count(device) -> int:
+    """Streaming multiprocessors of ``device`` (cached per device: a host-side query, no GPU sync,
+    so a launch stays CUDA-graph capturable); SOFT_SMS under the interpreter or on the CPU."""
+    n = _SMS.get(device)
+    if n is None:
+        d = torch.device(device)
+        if _SOFT or d.type != "cuda":
+            n = SOFT_SMS
+        else:
+            idx = d.index if d.index is not None else torch.cuda.current_device()
+            n = int(torch.cuda.get_device_properties(idx).multi_processor_count)
+        _SMS[device] = n
+    return n
 
 
 def rope_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,

@@ -10,6 +10,10 @@ Exactness notes (each cited step is one IEEE float32 operation, as in the torch 
 * FP8 uses the hardware's round-to-nearest-even conversion after clamping to +-448;
 * every row offset is ``row.to(int64) * stride``: M*K and M*N exceed 2**31 at real shapes.
 
+``quant_kernel_persist`` is the same quantization scheduled as persistent programs that keep the
+next row's loads in flight (config key PERSIST; rows held whole in registers only): the same
+arithmetic, op for op, so the same bits.
+
 ``SOFT`` (constexpr) is True only under the Triton interpreter (TRITON_INTERPRET=1, CPU tests),
 whose float conversions are not IEEE: bf16 -> fp32 mishandles subnormals, fp32 -> bf16 truncates,
 fp32 -> fp8 rounds half away and can overflow the mantissa. The soft path does these conversions on
@@ -295,6 +299,204 @@ def quant_kernel_static(
     array is an error there). Same body as ``quant_kernel``."""
     _quant_rows(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, NWIN, stride_xm, stride_qm, inter, kf, eps,
                 QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, ONE_CHUNK, SCATTER, BLOCK_K, BLOCK_K2, BLOCK_W, ROWS, TAIL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Persistent programs with the next row tile's loads in flight (config key PERSIST)
+# ------------------------------------------------------------------------------------------------
+
+@triton.jit
+def _p_load(x_ptr, tile, M, stride_xm, inter, K, UP: tl.constexpr, ROWS: tl.constexpr,
+            BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr, BLOCK_K3: tl.constexpr):
+    """The raw loads of row tile ``tile`` (rows tile*ROWS ...): columns [0, BLOCK_K), then
+    BLOCK_K2 and BLOCK_K3 more (absent when 0), masked at K and at rows >= M (zeros, as
+    ``_quant_rows`` loads them). UP: also the `up` half at +inter (SiLU). Returns
+    (a, a_up, b, b_up, c, c_up); absent tiles / halves are [1, 1] zero placeholders."""
+    rows = tile * ROWS + tl.arange(0, ROWS)
+    live = (rows < M)[:, None]
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
+    dummy = tl.zeros([1, 1], dtype=x_ptr.dtype.element_ty)
+    oa = tl.arange(0, BLOCK_K)[None, :]
+    ma = live & (oa < K)
+    a = tl.load(x_rows + oa, mask=ma, other=0.0)
+    au = dummy
+    if UP:
+        au = tl.load(x_rows + inter + oa, mask=ma, other=0.0)
+    b = dummy
+    bu = dummy
+    if BLOCK_K2 > 0:
+        ob = BLOCK_K + tl.arange(0, BLOCK_K2)[None, :]
+        mb = live & (ob < K)
+        b = tl.load(x_rows + ob, mask=mb, other=0.0)
+        if UP:
+            bu = tl.load(x_rows + inter + ob, mask=mb, other=0.0)
+    c = dummy
+    cu = dummy
+    if BLOCK_K3 > 0:
+        oc = BLOCK_K + BLOCK_K2 + tl.arange(0, BLOCK_K3)[None, :]
+        mc = live & (oc < K)
+        c = tl.load(x_rows + oc, mask=mc, other=0.0)
+        if UP:
+            cu = tl.load(x_rows + inter + oc, mask=mc, other=0.0)
+    return a, au, b, bu, c, cu
+
+
+@triton.jit
+def _p_w(w_ptr, K, SOFT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr, BLOCK_K3: tl.constexpr):
+    """The RMSNorm weight as float32 tiles (HOIST_W: loaded once per program), as ``_rms_h`` loads it."""
+    oa = tl.arange(0, BLOCK_K)[None, :]
+    wa = _f32(tl.load(w_ptr + oa, mask=oa < K, other=0.0), SOFT)
+    wb = wa
+    wc = wa
+    if BLOCK_K2 > 0:
+        ob = BLOCK_K + tl.arange(0, BLOCK_K2)[None, :]
+        wb = _f32(tl.load(w_ptr + ob, mask=ob < K, other=0.0), SOFT)
+    if BLOCK_K3 > 0:
+        oc = BLOCK_K + BLOCK_K2 + tl.arange(0, BLOCK_K3)[None, :]
+        wc = _f32(tl.load(w_ptr + oc, mask=oc < K, other=0.0), SOFT)
+    return wa, wb, wc
+
+
+@triton.jit
+def _p_h(raw, raw_up, w, w_ptr, offs, rstd, K, PRODUCER: tl.constexpr, SOFT: tl.constexpr, HOIST_W: tl.constexpr):
+    """h of one tile from its raw loads: ``_produce`` (and ``_rms_h``) op for op. For RMSNorm,
+    ``raw`` is x already converted to float32."""
+    if PRODUCER == 1:
+        if HOIST_W:
+            h = (raw * rstd) * w
+        else:
+            h = _rms_h(raw, rstd, w_ptr, offs, K, SOFT)
+    elif PRODUCER == 2:
+        g = _f32(raw, SOFT)
+        u = _f32(raw_up, SOFT)
+        if SOFT:
+            e = tl.exp(-g)
+        else:
+            e = libdevice.exp(-g)
+        h = tl.math.div_rn(g, 1.0 + e) * u
+    else:
+        h = _f32(raw, SOFT)
+    return h
+
+
+@triton.jit
+def _p_row(a, au, b, bu, c, cu, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, KIN, stride_qm, kf, eps,
+           QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+           PRODUCER: tl.constexpr, SOFT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr,
+           BLOCK_K3: tl.constexpr, ROWS: tl.constexpr, TAIL: tl.constexpr, HOIST_W: tl.constexpr):
+    """Row tile ``tile`` of q and scale from its raw loads: ``_quant_rows``'s ONE_CHUNK passes 0-2
+    (dense, or lifted by SCATTER), op for op; the tiles only split the same columns differently."""
+    rows = tile * ROWS + tl.arange(0, ROWS)
+    oa = tl.arange(0, BLOCK_K)[None, :]
+    ob = BLOCK_K + tl.arange(0, BLOCK_K2 if BLOCK_K2 > 0 else 1)[None, :]
+    oc = BLOCK_K + BLOCK_K2 + tl.arange(0, BLOCK_K3 if BLOCK_K3 > 0 else 1)[None, :]
+    if PRODUCER == 1:  # pass 0: rstd from the fixed-point sum of squares
+        a = _f32(a, SOFT)
+        amx = tl.max(tl.abs(a), axis=1)
+        if BLOCK_K2 > 0:
+            b = _f32(b, SOFT)
+            amx = tl.maximum(amx, tl.max(tl.abs(b), axis=1))
+        if BLOCK_K3 > 0:
+            c = _f32(c, SOFT)
+            amx = tl.maximum(amx, tl.max(tl.abs(c), axis=1))
+        t = tl.minimum(tl.maximum(148 - tl.maximum(amx.to(tl.int32, bitcast=True) >> 23, 1), -126), 126)
+        up = ((t + 127) << 23).to(tl.float32, bitcast=True)[:, None]
+        down = ((127 - t) << 23).to(tl.float32, bitcast=True)
+        xs = a * up
+        ssq = tl.sum((xs * xs).to(tl.int64), axis=1)
+        if BLOCK_K2 > 0:
+            xs_b = b * up
+            ssq = ssq + tl.sum((xs_b * xs_b).to(tl.int64), axis=1)
+        if BLOCK_K3 > 0:
+            xs_c = c * up
+            ssq = ssq + tl.sum((xs_c * xs_c).to(tl.int64), axis=1)
+        ms = tl.math.div_rn((ssq.to(tl.float32) * down) * down, kf)
+        rstd = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), tl.math.sqrt_rn(ms + eps))[:, None]
+    else:
+        rstd = tl.full([ROWS, 1], 1.0, tl.float32)
+    # pass 1: absmax of h
+    ha = _p_h(a, au, wa, w_ptr, oa, rstd, K, PRODUCER, SOFT, HOIST_W)
+    amax = tl.max(tl.abs(ha), axis=1)
+    hb = ha
+    hc = ha
+    if BLOCK_K2 > 0:
+        hb = _p_h(b, bu, wb, w_ptr, ob, rstd, K, PRODUCER, SOFT, HOIST_W)
+        amax = tl.maximum(amax, tl.max(tl.abs(hb), axis=1))
+    if BLOCK_K3 > 0:
+        hc = _p_h(c, cu, wc, w_ptr, oc, rstd, K, PRODUCER, SOFT, HOIST_W)
+        amax = tl.maximum(amax, tl.max(tl.abs(hc), axis=1))
+    amax = tl.maximum(amax, FLOOR)
+    inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
+    tl.store(s_ptr + rows, tl.math.div_rn(amax, tl.full([ROWS], QMAX, tl.float32)), mask=rows < M_PAD)
+    # pass 2: quantize (and scatter-lift) into q
+    keep = (rows < M_PAD)[:, None]
+    q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_qm
+    _emit(q_rows, 0, _quantize(ha * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K)
+    if BLOCK_K2 > 0:
+        _emit(q_rows, BLOCK_K, _quantize(hb * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K2)
+    if BLOCK_K3 > 0:
+        _emit(q_rows, BLOCK_K + BLOCK_K2, _quantize(hc * inv[:, None], QFP8, SOFT), keep, KIN, L, ROWS, BLOCK_K3)
+    if L > 0:  # zeros where a slid column's source is >= K (as in _quant_rows)
+        p = (K // L) * (2 * L - 4) + tl.arange(0, TAIL)[None, :]
+        src = _slid_source(p // 4, p % 4, L)
+        tl.store(q_rows + p, tl.zeros([ROWS, TAIL], dtype=q_ptr.dtype.element_ty),
+                 mask=keep & (p < KOUT) & (src >= K))
+
+
+@triton.jit
+def _p_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, stride_xm, stride_qm, inter, kf, eps, pid, G, n_iter,
+            QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+            PRODUCER: tl.constexpr, SOFT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr,
+            BLOCK_K3: tl.constexpr, ROWS: tl.constexpr, TAIL: tl.constexpr, HOIST_W: tl.constexpr):
+    UP: tl.constexpr = PRODUCER == 2
+    if HOIST_W:
+        wa, wb, wc = _p_w(w_ptr, K, SOFT, BLOCK_K, BLOCK_K2, BLOCK_K3)
+    else:
+        wa = tl.zeros([1, 1], dtype=tl.float32)
+        wb = wa
+        wc = wa
+    tile = pid
+    a, au, b, bu, c, cu = _p_load(x_ptr, tile, M, stride_xm, inter, K, UP, ROWS, BLOCK_K, BLOCK_K2, BLOCK_K3)
+    for _ in range(0, n_iter):
+        # the next tile's loads first (past the last tile: rows >= M, masked): they stay in flight
+        # while this tile is reduced, quantized and stored
+        na, nau, nb, nbu, nc, ncu = _p_load(x_ptr, tile + G, M, stride_xm, inter, K, UP, ROWS,
+                                            BLOCK_K, BLOCK_K2, BLOCK_K3)
+        _p_row(a, au, b, bu, c, cu, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, KIN, stride_qm, kf, eps,
+               QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BLOCK_K, BLOCK_K2, BLOCK_K3, ROWS, TAIL, HOIST_W)
+        a, au, b, bu, c, cu = na, nau, nb, nbu, nc, ncu
+        tile = tile + G
+
+
+@triton.jit
+def quant_kernel_persist(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K, KOUT, KIN, stride_xm, stride_qm, inter, kf, eps,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K2: tl.constexpr,
+    BLOCK_K3: tl.constexpr, ROWS: tl.constexpr, TAIL: tl.constexpr, HOIST_W: tl.constexpr, N_ITER: tl.constexpr,
+):
+    """``quant_kernel`` for rows held whole in registers (ONE_CHUNK), dense or lifted by SCATTER
+    (L > 0 means SCATTER here), as persistent programs: program pid of G handles the row tiles
+    pid, pid + G, ... (ROWS rows each) and issues the loads of its next tile before it reduces,
+    quantizes and stores the current one (register double buffering: loads stay in flight while
+    the SM computes). The row holds up to three power-of-two tiles (BLOCK_K, BLOCK_K2, BLOCK_K3;
+    0 = absent). Same outputs, bit for bit, and every element of q [M_PAD, KOUT] and scale [M_PAD]
+    written. HOIST_W (RMSNorm): the weight is loaded once per program, not per row.
+    N_ITER > 0 (the interpreter, whose ``range`` needs a constant): every program runs N_ITER
+    iterations (tiles past the last are masked off); 0: cdiv(tiles - pid, G)."""
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    # (the interpreter turns a variable assigned in both arms of an `if` into a 1-element tensor,
+    # which `range` refuses: so the loop bound goes straight into the call)
+    if N_ITER > 0:
+        _p_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, stride_xm, stride_qm, inter, kf, eps,
+                pid, G, N_ITER, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BLOCK_K, BLOCK_K2, BLOCK_K3, ROWS, TAIL,
+                HOIST_W)
+    else:
+        _p_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, KIN, stride_xm, stride_qm, inter, kf, eps,
+                pid, G, tl.cdiv(tl.cdiv(M_PAD, ROWS) - pid, G), QMAX, FLOOR, QFP8, L, PRODUCER, SOFT,
+                BLOCK_K, BLOCK_K2, BLOCK_K3, ROWS, TAIL, HOIST_W)
 
 
 @triton.jit

@@ -57,6 +57,7 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
                                 "SCATTER": sc, "SPLIT": 1})
         if K <= 4096:
             out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
+        out += _persist_candidates(kernel, K, pattern)
     seen, uniq = set(), []
     for c in map(lambda c: validate_config(kernel, c), out):  # validated first: optional keys filled in
         key = tuple(sorted(c.items()))
@@ -64,6 +65,28 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
             seen.add(key)
             uniq.append(c)
     return uniq
+
+
+def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
+    """Persistent-program (PERSIST) variants of the fused producers' default row tiling, where that
+    holds the whole row in registers and writes it densely or scattered (where PERSIST applies):
+    1 or 2 programs per SM; RMSNorm at 4 or 8 warps (4 also without the hoisted weight), SiLU at
+    16 warps (and 32 for rows past 8192). Plain quant gets none (it is near copy speed already),
+    nor SiLU rows past 16384 (two rows of 18944 do not fit the registers: spills, H100 73 -> 50 %)."""
+    if kernel not in ("rmsnorm_quant", "silu_mul_quant") or (kernel == "silu_mul_quant" and K > 16384):
+        return []
+    base = default_config(kernel, K, "int8", pattern)
+    p = None if pattern is None else Pattern.parse(pattern)
+    L = 0 if p is None or p.window == 4 else p.window
+    kout = launch.out_k(K, p)
+    _, _, _, one_chunk, scatter = launch.tiling(K, kout, L, base)
+    if not one_chunk or (L > 0 and not scatter):
+        return []
+    if kernel == "rmsnorm_quant":
+        shapes = [(p, nw, 1) for p in (1, 2) for nw in (4, 8)] + [(2, 4, 0)]
+    else:
+        shapes = [(p, nw, 0) for p in (1, 2) for nw in ((16, 32) if K > 8192 else (16,))]
+    return [{**base, "num_warps": nw, "PERSIST": p, "HOIST_W": hw} for p, nw, hw in shapes]
 
 
 def _quant_case(kernel: str, K: int, M: int, qdtype: str, pattern, device, n_sets: int | None):
