@@ -195,6 +195,7 @@ def test_pipeline_end_to_end_then_resume(tmp_path):
     assert "not selected" in st["tasks"]["3"]["reason"]
     check = st["tasks"]["5"]["details"]["checks"]
     assert len(check) == 1 and check[0]["identical"] and check[0]["rel_err"] == 0.0  # INT8 is exact
+    assert check[0]["fast_gemm_out"] == "bfloat16+alpha" and 0 < check[0]["fast_rel_l2"] <= check[0]["fast_tolerance"]
     assert any(i["kind"] == "reference-backend" for i in st["known_issues"])
     assert set(st["cases"]) == {"prefill/tiny/INT8/cublaslt", "prefill/tiny/INT8/cusparselt/2_8",
                                 "decode/tiny/INT8/cublaslt", "decode/tiny/INT8/cusparselt/2_8"}
@@ -213,6 +214,8 @@ def test_pipeline_end_to_end_then_resume(tmp_path):
             assert r["tokens_per_s"] > 0 and r["reference_backend"] is True and r["method"] == "e2e"
             assert r["hwtag"].startswith("CPU_INT8_") and r["run"] == run.run_id
             assert r["impl"] == ("reference-sparse" if "cusparselt" in path else "reference-dense")
+            # the engine's GEMM output: INT8 sparse layers take the bf16 + alpha epilogue
+            assert r["gemm_out"] == ("bfloat16+alpha" if "cusparselt" in path else "int32")
     assert "prefill/CPU_INT8_" in "\n".join(rows) and "/cusparselt/2_8/tiny_prefill.json" in "\n".join(rows)
     assert run.log_path.read_text().count("done") >= 8
 

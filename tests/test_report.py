@@ -363,7 +363,8 @@ def test_reads_what_the_pipeline_writers_write(tmp_path):
                        "duration_s": 1.0, "hwtag": key, "impl": backend})
         write_result_rows(root, "prefill", H100_TAG, None if role == "dense" else role, "qwen2.5-7b",
                           [{"model": "qwen2.5-7b", "dtype": "int8", "backend": backend, "impl": backend,
-                            "pattern": role, "M": 512, "tokens_per_s": tps, "time_s": 512 / tps}])
+                            "pattern": role, "M": 512, "tokens_per_s": tps, "time_s": 512 / tps,
+                            "gemm_out": "int32" if role == "dense" else "bfloat16+alpha"}])
     st.task_set(6, "FAILED", "2 of 4 (case, M) failed", duration_s=8.0, start=status_mod.iso_now())
     st.task_set(7, "SKIPPED", "not selected")
     st.add_issue("ptxas-override", "TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas")
@@ -377,6 +378,7 @@ def test_reads_what_the_pipeline_writers_write(tmp_path):
     assert "| `Signal SIGSEGV` | `slidesparse/kernels/quant.py:88` | 2 | qwen2.5-7b-int8 | 65536 |" in text
     assert "| Task 6 | prefill | ❌ FAILED | 8 s | 2 of 4 (case, M) failed |" in text
     assert "| 512 | 1,000 | 1.20x | 1.33x |" in text
+    assert "- **GEMM outputs (end to end)**: cublaslt INT8 -> int32, cusparselt INT8 -> bfloat16+alpha" in text
     assert "ptxas override on H100" in text and "ptxas-override: TRITON_PTXAS_PATH" in text
 
 

@@ -62,6 +62,11 @@ class Measurement:
         return str(self.row.get("impl", ""))
 
     @property
+    def gemm_out(self) -> str:
+        """What the engine's GEMMs wrote (e2e rows since the sparse INT8 bf16 + alpha epilogue), or ''."""
+        return str(self.row.get("gemm_out", "") or "")
+
+    @property
     def is_reference(self) -> bool:
         return is_reference(self.row.get("reference_backend"), self.impl, self.hwtag)
 

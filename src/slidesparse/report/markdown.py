@@ -215,6 +215,9 @@ def _matrix(ctx: Context) -> list[str]:
         impls = sorted({x.impl for x in meas if x.impl} | {o.impl for o in outs if o.impl})
         if impls:
             out.append(f"- **Implementations run**: {', '.join(impls)}")
+        outs_by = sorted({f"{x.impl} {x.dtype.upper()} -> {x.gemm_out}" for x in meas if x.gemm_out and x.impl})
+        if outs_by:  # INT8 sparse layers may write bf16 + alpha: say so beside results from older runs
+            out.append(f"- **GEMM outputs (end to end)**: {', '.join(outs_by)}")
         for st, ms in mlists.items():
             out.append(f"- **{STAGE_TITLES.get(st, st)} M**: {', '.join(map(str, ms))}")
         out.append("")
