@@ -123,7 +123,7 @@ def main() -> int:
         jobs.append((f"dequant {acc} bias={bias}", tk.dequant_kernel, sig,
                      dict(HAS_BIAS=bias, SOFT=False, BLOCK_M=16, BLOCK_N=256), 4))
     sig = {"qkv_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "pos_ptr": "*i64", "q_ptr": "*bf16",
-           "kc_ptr": "*bf16", "vc_ptr": "*bf16", "T": "i32", "stride_row": "i32", "stride_cb": "i64",
+           "kc_ptr": "*bf16", "vc_ptr": "*bf16", "T": "i32", "S": "i32", "stride_row": "i32", "stride_cb": "i64",
            "stride_ch": "i32", "stride_cs": "i32"}
     for H, HKV, D in ((28, 4, 128), (32, 8, 64)):
         jobs.append((f"rope_cache H={H} HKV={HKV} D={D}", tk.rope_cache_kernel, sig,

@@ -736,6 +736,29 @@ def test_rope_cache_matches_reference(B, T, heads, kv_heads, D, dtype):
     assert torch.equal(v.view(torch.int16), ref_v.view(torch.int16))
 
 
+def test_rope_cache_never_writes_outside_the_cache():
+    """A slot outside [0, S) is skipped in the kernel (pos is on the device: no host check): the cache
+    keeps every byte and the memory right after it too; q is still rotated and written."""
+    from slidesparse.ops import rope_cache_reference
+
+    g = torch.Generator().manual_seed(5)
+    B, T, H, HKV, D, S = 2, 3, 2, 1, 8, 4
+    qkv = torch.randn(B, T, (H + 2 * HKV) * D, generator=g).to(torch.bfloat16)
+    ang = torch.rand(T, D // 2, generator=g)
+    cos, sin = ang.cos(), ang.sin()
+    big = [torch.randn(B, HKV, S + 2, D, generator=g).to(torch.bfloat16) for _ in range(2)]  # S + 2 slots
+    before = [c.clone() for c in big]
+    k, v = (c[:, :, :S] for c in big)  # the cache views: [B, HKV, S, D], memory after slot S-1 is live
+    pos = torch.tensor([1, S, -1])
+    q = launch.rope_cache(qkv, cos, sin, pos, k, v, H, HKV)
+    rk, rv = before[0][:, :, :S].clone(), before[1][:, :, :S].clone()
+    q_ref = rope_cache_reference(qkv[:, :1], cos[:1], sin[:1], pos[:1], rk, rv, H, HKV)
+    assert torch.equal(q[:, :, :1].view(torch.int16), q_ref.view(torch.int16))
+    assert torch.equal(k.view(torch.int16), rk.view(torch.int16)) and torch.equal(v.view(torch.int16), rv.view(torch.int16))
+    for c, b in zip(big, before):  # slots S, S+1 of the backing tensor: untouched
+        assert torch.equal(c[:, :, S:].view(torch.int16), b[:, :, S:].view(torch.int16))
+
+
 def test_rope_cache_argument_errors():
     qkv = torch.zeros(1, 2, 8 * 4, dtype=torch.bfloat16)
     cos = sin = torch.zeros(2, 4)

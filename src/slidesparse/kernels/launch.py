@@ -232,9 +232,9 @@ def rope_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: tor
                v_cache: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
     """RoPE on q and k of ``qkv`` [B, T, (heads + 2*kv_heads)*D] and the KV-cache write, one launch.
 
-    cos/sin: float32 [T, D/2] (the rows of the token positions); pos: int64 [T] cache slots, each
-    < S (not checked: pos lives on the device, and a check would synchronize and break graph
-    capture); caches [B, kv_heads, S, D] with unit stride in D. Returns q as [B, heads, T, D] (a view of a
+    cos/sin: float32 [T, D/2] (the rows of the token positions); pos: int64 [T] cache slots (a slot
+    outside [0, S) is not written, in the kernel: pos lives on the device, and a host check would
+    synchronize and break graph capture); caches [B, kv_heads, S, D] with unit stride in D. Returns q as [B, heads, T, D] (a view of a
     [B, T, heads, D] buffer), equal bit for bit to ``slidesparse.ops.rope_cache_reference``.
     """
     if qkv.dim() != 3 or qkv.stride(2) != 1 or qkv.stride(0) != qkv.shape[1] * qkv.stride(1):
@@ -259,7 +259,7 @@ def rope_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: tor
         return q.transpose(1, 2)
     tk.rope_cache_kernel[(B * T,)](
         qkv, cos.contiguous(), sin.contiguous(), pos.contiguous(), q, k_cache, v_cache,
-        T, qkv.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        T, k_cache.shape[2], qkv.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         H=heads, HKV=kv_heads, D=D, BLOCK_H=1 << max(0, max(heads, kv_heads) - 1).bit_length(), SOFT=_SOFT,
         num_warps=4, enable_fp_fusion=False,
     )

@@ -521,14 +521,15 @@ def dequant_kernel(
 
 
 @triton.jit
-def _rope_heads(src, dst, dst_stride_h, c, s, NH: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
+def _rope_heads(src, dst, dst_stride_h, c, s, keep, NH: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
                 ROTATE: tl.constexpr, SOFT: tl.constexpr):
     """NH heads of D values from ``src`` (contiguous heads) to ``dst`` (heads ``dst_stride_h`` apart),
-    rotated (rotate-half: x1*c - x2*s | x2*c + x1*s, float32, no FMA) when ROTATE, else copied."""
+    rotated (rotate-half: x1*c - x2*s | x2*c + x1*s, float32, no FMA) when ROTATE, else copied;
+    nothing is stored where ``keep`` is False."""
     HALF: tl.constexpr = D // 2
     hh = tl.arange(0, BLOCK_H)[:, None]
     offs_d = tl.arange(0, HALF)[None, :]
-    m = hh < NH
+    m = (hh < NH) & keep
     x1 = _f32(tl.load(src + hh * D + offs_d, mask=m, other=0.0), SOFT)
     x2 = _f32(tl.load(src + hh * D + HALF + offs_d, mask=m, other=0.0), SOFT)
     if ROTATE:
@@ -544,12 +545,13 @@ def _rope_heads(src, dst, dst_stride_h, c, s, NH: tl.constexpr, BLOCK_H: tl.cons
 @triton.jit
 def rope_cache_kernel(
     qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr,
-    T, stride_row, stride_cb, stride_ch, stride_cs,
+    T, S, stride_row, stride_cb, stride_ch, stride_cs,
     H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr,
 ):
     """One token row (b, t) of qkv [B*T, (H + 2*HKV)*D]: rotate q and k (RoPE in float32, each
     product and sum rounded as torch's separate ops round them), write q to q [B*T, H*D], and k, v
-    into the caches [B, HKV, S, D] at slot pos[t]."""
+    into the caches [B, HKV, S, D] at slot pos[t] — only if 0 <= pos[t] < S: a slot past the cache
+    is never written (pos lives on the device, so the host cannot check it without a sync)."""
     row = tl.program_id(0)
     b = row // T
     t = row - b * T
@@ -558,10 +560,12 @@ def rope_cache_kernel(
     c = tl.load(cos_ptr + t * HALF + offs_d)
     s = tl.load(sin_ptr + t * HALF + offs_d)
     src = qkv_ptr + row.to(tl.int64) * stride_row
-    at = b.to(tl.int64) * stride_cb + tl.load(pos_ptr + t) * stride_cs
-    _rope_heads(src, q_ptr + row.to(tl.int64) * (H * D), D, c, s, H, BLOCK_H, D, True, SOFT)
-    _rope_heads(src + H * D, kc_ptr + at, stride_ch, c, s, HKV, BLOCK_H, D, True, SOFT)
-    _rope_heads(src + (H + HKV) * D, vc_ptr + at, stride_ch, c, s, HKV, BLOCK_H, D, False, SOFT)
+    p = tl.load(pos_ptr + t)
+    in_cache = (p >= 0) & (p < S)
+    at = b.to(tl.int64) * stride_cb + tl.where(in_cache, p, 0) * stride_cs
+    _rope_heads(src, q_ptr + row.to(tl.int64) * (H * D), D, c, s, True, H, BLOCK_H, D, True, SOFT)
+    _rope_heads(src + H * D, kc_ptr + at, stride_ch, c, s, in_cache, HKV, BLOCK_H, D, True, SOFT)
+    _rope_heads(src + (H + HKV) * D, vc_ptr + at, stride_ch, c, s, in_cache, HKV, BLOCK_H, D, False, SOFT)
 
 
 def interpreted() -> bool:
