@@ -81,6 +81,16 @@ def test_engine_with_the_fused_rope_kernel_gives_the_same_logits(qdtype):
     assert torch.equal(plain[0], fused[0]) and torch.equal(plain[1], fused[1])
 
 
+def test_head_dim_not_a_power_of_two_falls_back_to_the_torch_rope():
+    """The fused kernel tiles a head in powers of two; other head sizes take the torch ops, same logits."""
+    import dataclasses
+
+    cfg = dataclasses.replace(get_model("tiny"), head_dim=24)
+    plain = _logits(build_engine(cfg, EngineSpec("int8"), DENSE, ReferenceOps(), seed=5))
+    fused = _logits(build_engine(cfg, EngineSpec("int8"), DENSE, FusedRopeOps(), seed=5))
+    assert torch.equal(plain[0], fused[0]) and torch.equal(plain[1], fused[1])
+
+
 def test_triton_ops_use_the_fused_rope_unless_told_not_to():
     from slidesparse.kernels import TritonOps
 

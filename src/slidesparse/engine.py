@@ -104,9 +104,11 @@ class DecoderLayer(nn.Module):
         B, T, _ = h.shape
         qkv = self._norm_linear(self.input_norm, self.qkv, h)
         nq = cfg.heads * cfg.head_dim
-        # RoPE + cache write: one fused launch when the ops offer it (a dozen small torch ops otherwise)
+        # RoPE + cache write: one fused launch when the ops offer it and the head size is a power of two
+        # (the kernel's tile); a dozen small torch ops otherwise
         ops = self.qkv.ops
-        rope_cache = ops.rope_cache if getattr(ops, "fused_rope", False) else rope_cache_reference
+        fused = getattr(ops, "fused_rope", False) and cfg.head_dim & (cfg.head_dim - 1) == 0
+        rope_cache = ops.rope_cache if fused else rope_cache_reference
         q = rope_cache(qkv, cos, sin, pos, k_cache, v_cache, cfg.heads, cfg.kv_heads)
         if mask is None:  # prefill: attend within the new tokens, read back from their cache slots
             k, v = k_cache.index_select(2, pos), v_cache.index_select(2, pos)
