@@ -630,9 +630,22 @@ def test_candidate_configs_are_valid():
 
 def test_default_configs_are_valid():
     for kernel in C.KERNELS:
-        for K in (1, 37, 2048, 3584, 8192, 13824, 18944, 65536):
+        for K in (1, 37, 2048, 3584, 8192, 13824, 18944, 65536, 70000, 140000, 300000):
             for pat in (None, "2_4", "2_8"):
-                C.validate_config(kernel, C.default_config(kernel, K, None, pat))
+                for qd in (None, "int8", "fp8"):
+                    C.validate_config(kernel, C.default_config(kernel, K, qd, pat))
+
+
+@pytest.mark.parametrize("pattern", [None, "2_8"])
+def test_silu_rows_too_long_for_registers_take_the_chunked_path(pattern):
+    """Past 32768 lanes the default SiLU config produces h twice, chunk by chunk (it used to ask for a
+    BLOCK_K over the limit at I > 65536); still exact."""
+    cfg = C.default_config("silu_mul_quant", 40000, "int8", pattern)
+    assert cfg["BLOCK_K"] == 16384 and not cfg.get("SPLIT") and not cfg.get("PERSIST")
+    gu = rand_x(2, 2 * 40000, torch.bfloat16, seed=3, scale=4.0)
+    q, s = run_quant(gu, "int8", pattern, cfg, producer=tk.SILU_MUL)
+    qr, sr = R.silu_mul_quant_ref(gu, "int8", None if pattern is None else Pattern.parse(pattern), exp=np_exp)
+    assert_quant(q, s, qr, sr, 2, f"{pattern} I=40000")
 
 
 def test_tune_needs_cuda():

@@ -142,7 +142,9 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
         # in two tiles (18944 = 16384 + 4096 lanes) with 32 warps; lifted rows are scattered.
         block_w, num_warps = 1024, 8 if (kp <= 8192 and not lifted) else 16
         block_k = kp
-        if kp > 8192:
+        if kp > 32768:  # past 32768 lanes a row does not fit in registers: h produced twice, by chunks
+            block_k, num_warps = 16384, 32
+        elif kp > 8192:
             block_k, num_warps, extra = kp // 2, 32, {"SPLIT": 1}
         if lifted:
             extra = {**extra, "SCATTER": 1}
