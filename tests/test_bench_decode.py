@@ -192,6 +192,10 @@ def test_run_decode_reference(tmp_path):
         assert r["tokens_per_s"] == pytest.approx(r["M"] / r["latency_us"] * 1e6, rel=1e-3)
         if r["pattern"] == "dense":
             assert r["speedup"] == 1.0
+        # the layers' epilogue is recorded: sparse INT8 writes bf16 with the weight scale as alpha
+        want = {("int8", True): "bfloat16+alpha", ("int8", False): "int32"}.get((r["dtype"], r["pattern"] != "dense"),
+                                                                                 "bfloat16")
+        assert r["gemm_out"] == want, r
     tag = plan.machine.tag("int8")
     assert tag.startswith("CPU_INT8_")
     sparse = tmp_path / "decode" / tag / "cusparselt" / "2_8" / "tiny_decode.json"

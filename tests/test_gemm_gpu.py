@@ -364,5 +364,18 @@ def test_tuning_roundtrip(tmp_path):
     assert s.plan_info(wsp, 100, torch.int32)["source"] == "tuned(M=256)"
     ref = _ref(x, wq)
     assert torch.equal(d.mm(x, wd, torch.int32), ref) and torch.equal(s.mm(x, wsp, torch.int32), ref)
+    # INT8 -> bf16 is tuned as the linear layers run it: with the alpha vector
+    s4 = tune_cusparselt([(1024, 1024)], [256], "int8", torch.bfloat16, db=fresh.db("cusparselt", "int8"),
+                         split_ks=(1,), warmup=2, repeat=5)
+    assert len(s4.tuned) == 1, s4
+    entry = next(e for e in fresh.db("cusparselt", "int8").entries.values() if e["out"] == "bfloat16")
+    assert entry["by_m"]["256"]["best"]["alpha_vector"] is True
+    s2b = CusparseLtBackend(tuning=TuningStore(tmp_path, hwtag="TEST"))
+    wsp2 = s2b.prepare(wq)
+    assert s2b.plan_info(wsp2, 100, torch.bfloat16, alpha_vector=True)["source"] == "tuned(M=256)"
+    scale = torch.full((1024,), 0.5, device="cuda")
+    y = s2b.mm(x, wsp2, torch.bfloat16, alpha=scale)
+    assert torch.allclose(y.double(), ref.double() * 0.5, rtol=2 ** -8, atol=0)
+    s2b.close()
     d.close()
     s.close()

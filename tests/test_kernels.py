@@ -385,6 +385,20 @@ def test_persistent_matches_reference(producer, pattern, qd):
             assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} M={M} poison {byte:#x}")
 
 
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("pattern", [None, "2_8", "2_10"])
+def test_persistent_plain_quant_matches_reference(pattern, qd):
+    """A PERSIST config on the plain quant (no producer) also takes the persistent kernel: same bits,
+    every element written (odd K, programs looping over rows)."""
+    for K in (131, 200):
+        x = rand_x(11, K, torch.bfloat16, seed=K)
+        x[4] = 0
+        qr, sr = REF.quant(x, qd, None if pattern is None else Pattern.parse(pattern))
+        q, s = poisoned_with(11, launch.out_k(K, None if pattern is None else Pattern.parse(pattern)), qd, 0x5A)
+        launch.quant(x, qd, pattern, PERSIST, out=(q, s))
+        assert_quant(q, s, qr, sr, 11, f"plain {pattern} {qd} K={K}")
+
+
 def test_persistent_rows_per_program_and_fallbacks():
     """ROWS = 2 row tiles in the persistent loop; a PERSIST config whose rows do not fit one chunk
     (chunked) or whose lift re-reads windows (no SCATTER) runs the ordinary kernel (same bits)."""
@@ -416,6 +430,12 @@ def test_persistent_tiles_and_grid():
 def test_config_persist_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         C.validate_config("rmsnorm_quant", {**cfg(4096), **bad})
+
+
+@pytest.mark.parametrize("kernel", ["quant", "silu_mul_quant"])
+def test_config_hoist_w_is_rmsnorm_only(kernel):
+    with pytest.raises(ValueError, match="rmsnorm_quant only"):
+        C.validate_config(kernel, {**cfg(4096), "PERSIST": 1, "HOIST_W": 1})
 
 
 def test_config_persist_optional():
@@ -785,3 +805,6 @@ def test_rope_cache_argument_errors():
         launch.rope_cache(qkv, cos, sin, pos.int(), kc, vc, 2, 1)
     with pytest.raises(ValueError, match="k_cache"):
         launch.rope_cache(qkv, cos, sin, pos, kc.float(), vc, 2, 1)
+    with pytest.raises(ValueError, match="same shape and strides"):  # one S bounds both caches' writes
+        big = torch.zeros(1, 1, 9, 8, dtype=torch.bfloat16)
+        launch.rope_cache(qkv, cos, sin, pos, big[:, :, :5], big[:, :, :7], 2, 1)

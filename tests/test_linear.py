@@ -1,5 +1,7 @@
 """SlideSparseLinear on the reference backends (the CPU stand-ins for cuBLASLt / cuSPARSELt)."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -86,7 +88,13 @@ def test_int8_sparse_default_writes_bf16_with_the_weight_scale_as_alpha(pattern)
                                           acc_dtype=torch.int32)
     assert fast.epilogue == Epilogue(torch.bfloat16, True) and fast.acc_dtype == torch.bfloat16
     assert exact.epilogue == Epilogue(torch.int32, False)
-    assert torch.equal(fast.dequant_scale, torch.ones(40)) and torch.equal(exact.dequant_scale, exact.weight_scale)
+    assert torch.equal(fast.dequant_scale, torch.ones(40)) and exact.dequant_scale is exact.weight_scale
+    # the dequant factor follows the weight scale through a cast and load_state_dict (no stale copy)
+    exact2 = copy.deepcopy(exact).double()  # _apply makes new tensors for every buffer
+    sd = exact2.state_dict()
+    sd["weight_scale"] = sd["weight_scale"] * 2
+    exact2.load_state_dict(sd)
+    assert torch.equal(exact2.dequant_scale, exact2.weight_scale) and "_ones" not in sd
     assert "gemm_out=bfloat16+alpha" in repr(fast) and "gemm_out=int32" in repr(exact)
     x = torch.randn(7, 96).to(torch.bfloat16)
     y, ref = fast(x), exact(x)
@@ -163,7 +171,7 @@ def test_bad_qdtype_and_out_dtype():
     with pytest.raises(ValueError, match="unknown quantized dtype"):
         SlideSparseLinear.from_linear(make_linear(64, 16), qdtype="int4", backend=make_backend("reference"))
     # caught when the layer is built, naming what the backend can write
-    with pytest.raises(ValueError, match="cannot write torch.float32 from int8; legal: int32"):
+    with pytest.raises(ValueError, match="cannot write float32 from int8; legal: int32"):
         SlideSparseLinear.from_linear(make_linear(64, 16), qdtype="int8", backend=make_backend("reference"),
                                       acc_dtype=torch.float32)
 

@@ -81,18 +81,25 @@ class SlideSparseLinear(nn.Module):
         elif acc_dtype in backend.out_dtypes(self.qdtype):
             self.epilogue = Epilogue(acc_dtype, False)
         else:
-            raise ValueError(f"backend {backend.name} cannot write {acc_dtype} from {self.qdtype}; legal: "
+            raise ValueError(f"backend {backend.name} cannot write {str(acc_dtype).replace('torch.', '')} from "
+                             f"{self.qdtype}; legal: "
                              f"{', '.join(str(d).replace('torch.', '') for d in backend.out_dtypes(self.qdtype))}")
         self.gemm_weight = backend.prepare(weight_q)
         self.register_buffer("weight_scale", weight_scale.float().reshape(-1).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
-        # what the dequant multiplies by per channel: ones when the GEMM already applied the weight scale
-        self.register_buffer("dequant_scale", torch.ones_like(self.weight_scale) if self.epilogue.alpha
-                             else self.weight_scale, persistent=False)
+        # the dequant's per-channel factor when the GEMM already applied the weight scale (alpha path)
+        self.register_buffer("_ones", torch.ones_like(self.weight_scale) if self.epilogue.alpha else None,
+                             persistent=False)
 
     @property
     def acc_dtype(self) -> torch.dtype:
         return self.epilogue.out_dtype
+
+    @property
+    def dequant_scale(self) -> torch.Tensor:
+        """What the dequant multiplies channel n by: 1 on the alpha path, else the weight scale (a
+        property, not a second buffer, so it can never go stale after .to() or load_state_dict)."""
+        return self._ones if self.epilogue.alpha else self.weight_scale
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, qdtype: str, backend: GemmBackend,
@@ -116,8 +123,9 @@ class SlideSparseLinear(nn.Module):
     def forward_quantized(self, q: torch.Tensor, scale_a: torch.Tensor, M: int) -> torch.Tensor:
         """GEMM + dequant on an activation already quantized (and lifted) by a fused producer:
         q [M_pad >= M, gemm K], scale_a [M_pad] -> [M, N]."""
-        if self.epilogue.alpha:
-            acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype, alpha=self.weight_scale)
+        if self.epilogue.alpha:  # the library takes a float32 vector (the module may have been cast)
+            alpha = self.weight_scale if self.weight_scale.dtype == torch.float32 else self.weight_scale.float()
+            acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype, alpha=alpha)
         else:
             acc = self.backend.mm(q, self.gemm_weight, self.acc_dtype)
         return self.ops.dequant(acc[:M], scale_a[:M], self.dequant_scale, self.bias, self.out_dtype)

@@ -286,13 +286,13 @@ class _Weights:
     pruned: dict                                 # role label -> [N, K] pruned (for the reference check)
 
 
-def _algo_source(backend: GemmBackend, w, M: int, out_dtype: torch.dtype, fallback: str) -> str:
-    """Where the algorithm that runs (M, out dtype) came from: 'tuned(M=..)', 'heuristic', 'default'
-    (the GPU backends say so per plan; the DB lookup does not depend on the alpha vector)."""
+def _algo_source(backend: GemmBackend, w, M: int, out_dtype: torch.dtype, fallback: str, alpha: bool = False) -> str:
+    """Where the algorithm that runs (M, out dtype[, alpha vector]) came from: 'tuned(M=..)',
+    'heuristic', 'default' (the GPU backends say so per plan)."""
     info = getattr(backend, "plan_info", None)
     if info is None:
         return fallback
-    return str(info(w, M, out_dtype)["source"])
+    return str((info(w, M, out_dtype, alpha_vector=True) if alpha else info(w, M, out_dtype))["source"])
 
 
 def _role_label(p: Pattern | None) -> str:
@@ -365,7 +365,7 @@ def _linear_cases(cfg, bk, ops, qd, shape, M, wts, seed) -> list[dict]:
         ep = gemm_epilogue(backend, qd)
         gemm_out = ep.out_dtype
         sb_after = ones if ep.alpha else wts.scale
-        source = _algo_source(backend, w, M, gemm_out, source)
+        source = _algo_source(backend, w, M, gemm_out, source, ep.alpha)
 
         def gemm(q, out=None, backend=backend, w=w, ep=ep):
             if ep.alpha:
@@ -511,7 +511,8 @@ def summary_lines(rows: Sequence[dict]) -> list[str]:
     shown = [r for r in rows if r["layer"] in (TOTAL, SQUARE)]
     shown += [{**r, "view": "linear/gemm-part", "time_us": r["gemm_part_us"], "speedup": r["gemm_part_speedup"],
                "efficiency_vs_2to4": "", "rel_err_vs_int32": ""}
-              for r in shown if r["view"] == "linear" and r.get("gemm_part_us", "") != ""]
+              for r in shown if r["view"] == "linear" and r.get("gemm_part_us", "") not in ("", 0)
+              and (r["pattern"] == "dense" or r.get("gemm_part_speedup", "") != "")]
     groups: dict[tuple, list[dict]] = {}
     for r in shown:
         name = SQUARE if r["layer"] == SQUARE else r["model"]

@@ -118,6 +118,7 @@ class DecodeCase:
     impl: str
     ops: str
     acc_dtype: str
+    gemm_out: str = ""  # the epilogue: 'int32', 'bfloat16', 'bfloat16+alpha' (what the report lists)
 
     @property
     def latency_us(self) -> float:
@@ -157,7 +158,7 @@ def run_decode(*, models: Sequence[str], qdtypes: Sequence[str], patterns: Seque
                                                     device=plan.device, cuda_graph=cuda_graph)
                     first = next(iter(layers.values()))
                     cases.append(DecodeCase(cfg.name, qd, role, M, timings, first.backend.name, first.ops.name,
-                                            str(first.acc_dtype).replace("torch.", "")))
+                                            str(first.acc_dtype).replace("torch.", ""), first.epilogue.label))
                     if on_case:
                         on_case(f"{cfg.name} {qd} {role or 'dense'} M={M}")
                 del inputs
@@ -194,6 +195,7 @@ def _rows(cases: list[DecodeCase], plan: BackendPlan, warmup: int) -> list[dict]
         row["max_spread"] = round(max(t.spread for t in c.layers.values()), 4)
         first = next(iter(c.layers.values()))
         row.update({"runs": first.runs, "warmup": warmup, "timer": first.method, "acc_dtype": c.acc_dtype,
+                    "gemm_out": c.gemm_out,
                     "out_dtype": "bfloat16", "hwtag": m.tag(c.qdtype), "reference_backend": plan.is_reference})
         row.update(prov)
         rows.append(row)

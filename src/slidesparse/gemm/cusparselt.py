@@ -472,14 +472,16 @@ class CusparseLtBackend(GemmBackend):
             p.destroy()
         return {"config": cfg, "workspace": ws}
 
-    def plan_info(self, w: GemmWeight, m: int, out_dtype: torch.dtype, config: SparseConfig | None = None) -> dict:
-        """The plan that runs (M, out dtype) for this weight's shape: the config it really uses, workspace, source."""
+    def plan_info(self, w: GemmWeight, m: int, out_dtype: torch.dtype, config: SparseConfig | None = None,
+                  *, alpha_vector: bool = False) -> dict:
+        """The plan that runs (M, out dtype[, alpha vector]) for this weight's shape: the config it really
+        uses, workspace, source."""
         ctx = self._ctxs.get(w.data.device.index)
         m_pad = self._pad(m)
-        key = (w.n, w.k, m_pad, w.qdtype, out_dtype, False, config)
+        key = (w.n, w.k, m_pad, w.qdtype, out_dtype, bool(alpha_vector), config)
         p = ctx.plans.get(key)
         if p is None:
-            p = self._build(ctx, w.n, w.k, m_pad, w.qdtype, out_dtype, False, config)
+            p = self._build(ctx, w.n, w.k, m_pad, w.qdtype, out_dtype, bool(alpha_vector), config)
             ctx.plans.put(key, p)
         return {"config": p.config, "workspace": p.workspace, "source": p.source, "max_id": p.max_id}
 

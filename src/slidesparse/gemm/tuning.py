@@ -3,7 +3,8 @@
 cuBLASLt: every algorithm the heuristic offers (up to ``max_candidates``, 128 by default) is timed.
 cuSPARSELt: every config id 0 .. CONFIG_MAX_ID-1 x split-K in ``split_ks`` x split-K mode (modes only
 for split-K != 1; split-K -1 = the library's own split-K choice), plus the library's own
-cusparseLtMatmulSearch pick. Each candidate runs once and its output is compared with the reference
+cusparseLtMatmulSearch pick; INT8 -> bf16 plans are timed with the alpha vector, as the linear layers
+run them. Each candidate runs once and its output is compared with the reference
 GEMM (INT8 exactly, float outputs within 1e-2); a candidate that errors or disagrees is skipped and
 counted, never fatal. Timing: per-call CUDA events, median (``timing.time_calls``). The fastest
 passing candidate is stored as "best", the ``top`` fastest with their times beside it.
@@ -157,23 +158,34 @@ def sparse_candidates(max_id: int, split_ks: Iterable[int] = DEFAULT_SPLIT_KS,
     return out
 
 
+def alpha_vector_for(qdtype: str, out_dtype: torch.dtype) -> bool:
+    """Whether the runtime runs this (input, output) dtype pair with the alpha vector: INT8 -> float is
+    the linear layers' bf16 + alpha epilogue (``linear.gemm_epilogue``); FP8 and int32 outputs do not."""
+    return qdtype == "int8" and out_dtype.is_floating_point
+
+
 def tune_cusparselt(shapes: Iterable[tuple[int, int]], m_list: Iterable[int], qdtype: str, out_dtype: torch.dtype,
                     *, db: TuningDB, backend=None, split_ks: Iterable[int] = DEFAULT_SPLIT_KS,
                     split_k_modes: Iterable[int] = DEFAULT_SPLIT_K_MODES, include_search: bool = True,
                     warmup: int = 5, repeat: int = 30, top: int = 5, flush_l2: bool = True, seed: int = 0,
-                    progress: Progress | None = None) -> TuneSummary:
-    """Time every config id x split-K x mode (+ the library's search) per (N, K, M); K is the slid K."""
+                    alpha_vector: bool | None = None, progress: Progress | None = None) -> TuneSummary:
+    """Time every config id x split-K x mode (+ the library's search) per (N, K, M); K is the slid K.
+
+    ``alpha_vector`` (default: ``alpha_vector_for(qdtype, out_dtype)``, how the runtime runs it):
+    time the plans with ALPHA_VECTOR_SCALING (alpha = ones), since that is a different plan."""
     from .cusparselt import CusparseLtBackend  # noqa: PLC0415
 
     if db.library != "cusparselt" or db.qdtype != qdtype:
         raise ValueError(f"tune_cusparselt needs a cusparselt/{qdtype} DB, got {db.library}/{db.qdtype}")
+    if alpha_vector is None:
+        alpha_vector = alpha_vector_for(qdtype, out_dtype)
     be = backend or CusparseLtBackend()
     m_list = [int(m) for m in m_list]
     split_ks, split_k_modes = tuple(split_ks), tuple(split_k_modes)
     out_name = dtype_name(out_dtype)
     _meta(db, "cusparselt", m_list, {"warmup": warmup, "repeat": repeat, "flush_l2": flush_l2,
                                      "split_ks": list(split_ks), "split_k_modes": list(split_k_modes),
-                                     "search": include_search})
+                                     "search": include_search, f"alpha_vector_{out_name}": bool(alpha_vector)})
     summary = TuneSummary()
     tkw = {"warmup": warmup, "repeat": repeat, "flush_l2": flush_l2}
     for n, k in shapes:
@@ -185,7 +197,7 @@ def tune_cusparselt(shapes: Iterable[tuple[int, int]], m_list: Iterable[int], qd
                 progress(f"cusparselt {qdtype}->{out_name} N={n} K={k} M={m}")
             try:
                 results, ncand, max_id = _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes,
-                                                         include_search, seed, summary, tkw)
+                                                         include_search, seed, summary, tkw, alpha_vector)
             except Exception as e:  # noqa: BLE001 - this shape fails as a whole (e.g. no CONFIG_MAX_ID)
                 summary.failed.append((n, k, m, f"{type(e).__name__}: {e}"))
                 continue
@@ -201,12 +213,15 @@ def tune_cusparselt(shapes: Iterable[tuple[int, int]], m_list: Iterable[int], qd
     return summary
 
 
-def _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes, include_search, seed, summary, tkw):
+def _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes, include_search, seed, summary, tkw,
+                    alpha_vector=False):
     m_run = be._pad(m)  # time the padded problem the runtime runs (no staging copy)
     x, w_q = _operands(n, k, m_run, qdtype, True, seed)
     w = be.prepare(w_q)
     ref = reference_mm(x, w_q)
     out = torch.empty(m_run, n, dtype=out_dtype, device="cuda")
+    # alpha = ones: the runtime's ALPHA_VECTOR_SCALING plan, and the output stays comparable with ref
+    kw = {"alpha": torch.ones(n, dtype=torch.float32, device="cuda")} if alpha_vector else {}
     max_id = be.max_config_id(n, k, m_run, qdtype, out_dtype)
     cands = [(c, "enum") for c in sparse_candidates(max_id, split_ks, split_k_modes)]
     if include_search:
@@ -222,15 +237,16 @@ def _sparse_results(be, n, k, m, qdtype, out_dtype, split_ks, split_k_modes, inc
         summary.candidates += 1
         try:
             out.fill_(-7)
-            be.mm(x, w, out_dtype, out, config=cfg)
+            be.mm(x, w, out_dtype, out, config=cfg, **kw)
             ok, why = matches(out, ref)
             if not ok:
                 raise RuntimeError(why)
-            t = statistics.median(time_calls(lambda cfg=cfg: be.mm(x, w, out_dtype, out, config=cfg), **tkw))
-            info = be.plan_info(w, m_run, out_dtype, cfg)
+            t = statistics.median(time_calls(lambda cfg=cfg: be.mm(x, w, out_dtype, out, config=cfg, **kw), **tkw))
+            info = be.plan_info(w, m_run, out_dtype, cfg, alpha_vector=bool(alpha_vector))
         except Exception as e:  # noqa: BLE001 - a failing candidate is skipped
             summary.reject(e)
             continue
         results.append({"alg_id": cfg.alg_id, "split_k": cfg.split_k, "split_k_mode": cfg.split_k_mode,
-                        "workspace": info["workspace"], "us": round(t, 3), "source": source})
+                        "workspace": info["workspace"], "us": round(t, 3), "source": source,
+                        "alpha_vector": bool(alpha_vector)})
     return results, len(seen), max_id

@@ -194,6 +194,8 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
         out[k] = v
     if out.get("HOIST_W") and not out.get("PERSIST"):
         raise ValueError(f"{where}: HOIST_W=1 needs PERSIST > 0 (the weight is loaded once per persistent program)")
+    if out.get("HOIST_W") and kernel != "rmsnorm_quant":
+        raise ValueError(f"{where}: HOIST_W=1 applies to rmsnorm_quant only (the RMSNorm weight), not {kernel}")
     return out
 
 

@@ -252,8 +252,9 @@ def rope_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: tor
                 or c.dtype != qkv.dtype or c.device != qkv.device:
             raise ValueError(f"{name} must be [{B}, {kv_heads}, S, {D}] {qkv.dtype} on {qkv.device}, got "
                              f"{tuple(c.shape)} {c.dtype}")
-    if k_cache.stride() != v_cache.stride():
-        raise ValueError("k_cache and v_cache must have the same strides")
+    if k_cache.stride() != v_cache.stride() or k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache and v_cache must have the same shape and strides, got {tuple(k_cache.shape)} "
+                         f"{k_cache.stride()} and {tuple(v_cache.shape)} {v_cache.stride()}")  # one S bounds both
     q = torch.empty(B, T, heads, D, dtype=qkv.dtype, device=qkv.device)
     if B * T == 0:
         return q.transpose(1, 2)
