@@ -82,19 +82,41 @@ def _quantize(v, QFP8: tl.constexpr, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _silu_mul(g, u, SOFT: tl.constexpr):
+    """SiLU(g) * u in float32: g / (1 + exp(-g)) as an IEEE division, then the product (the reference's ops)."""
+    if SOFT:
+        e = tl.exp(-g)
+    else:
+        e = libdevice.exp(-g)
+    return tl.math.div_rn(g, 1.0 + e) * u
+
+
+@triton.jit
+def _ssq_scales(amx):
+    """Powers of two (up [ROWS, 1], down [ROWS]) that put a row of absmax ``amx`` in fixed-point range
+    for the exact int64 sum of squares (reference.sum_squares): x * up is summed, then scaled by down^2."""
+    t = tl.minimum(tl.maximum(148 - tl.maximum(amx.to(tl.int32, bitcast=True) >> 23, 1), -126), 126)
+    up = ((t + 127) << 23).to(tl.float32, bitcast=True)[:, None]
+    down = ((127 - t) << 23).to(tl.float32, bitcast=True)
+    return up, down
+
+
+@triton.jit
+def _rstd(ssq, down, kf, eps, ROWS: tl.constexpr):
+    """1 / sqrt(mean of squares + eps) [ROWS, 1] from the fixed-point sum ``ssq`` (IEEE ops throughout)."""
+    ms = tl.math.div_rn((ssq.to(tl.float32) * down) * down, kf)
+    return tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), tl.math.sqrt_rn(ms + eps))[:, None]
+
+
+@triton.jit
 def _produce(x_rows, offs, mask, w_ptr, rstd, inter, PRODUCER: tl.constexpr, SOFT: tl.constexpr):
     """The float32 value h at columns ``offs`` of the rows ``x_rows`` points at (0 where ``mask`` is
     False). ``x_rows`` and ``rstd`` carry the row dimension (size 1 elsewhere), ``offs`` the columns."""
     if PRODUCER == 1:  # RMSNorm: (x * rstd) * w
         h = _rms_h(_f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT), rstd, w_ptr, offs, inter, SOFT)
     elif PRODUCER == 2:  # SiLU(gate) * up; gate = columns [0, I), up = [I, 2I)
-        g = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
-        u = _f32(tl.load(x_rows + inter + offs, mask=mask, other=0.0), SOFT)
-        if SOFT:
-            e = tl.exp(-g)
-        else:
-            e = libdevice.exp(-g)
-        h = tl.math.div_rn(g, 1.0 + e) * u
+        h = _silu_mul(_f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT),
+                      _f32(tl.load(x_rows + inter + offs, mask=mask, other=0.0), SOFT), SOFT)
     else:
         h = _f32(tl.load(x_rows + offs, mask=mask, other=0.0), SOFT)
     return h
@@ -146,9 +168,7 @@ def _quant_rows(
                 offs = k0 + offs_k
                 accx = tl.maximum(accx, tl.abs(_f32(tl.load(x_rows + offs, mask=live & (offs < K), other=0.0), SOFT)))
             amx = tl.max(accx, axis=1)
-        t = tl.minimum(tl.maximum(148 - tl.maximum(amx.to(tl.int32, bitcast=True) >> 23, 1), -126), 126)
-        up = ((t + 127) << 23).to(tl.float32, bitcast=True)[:, None]
-        down = ((127 - t) << 23).to(tl.float32, bitcast=True)
+        up, down = _ssq_scales(amx)
         if ONE_CHUNK:
             xs = x_all * up
             ssq = tl.sum((xs * xs).to(tl.int64), axis=1)
@@ -162,8 +182,7 @@ def _quant_rows(
                 xs = _f32(tl.load(x_rows + offs, mask=live & (offs < K), other=0.0), SOFT) * up
                 acc64 = acc64 + (xs * xs).to(tl.int64)
             ssq = tl.sum(acc64, axis=1)
-        ms = tl.math.div_rn((ssq.to(tl.float32) * down) * down, kf)
-        rstd = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), tl.math.sqrt_rn(ms + eps))[:, None]
+        rstd = _rstd(ssq, down, kf, eps, ROWS)
     else:
         rstd = tl.full([ROWS, 1], 1.0, tl.float32)
 
@@ -367,13 +386,7 @@ def _p_h(raw, raw_up, w, w_ptr, offs, rstd, K, PRODUCER: tl.constexpr, SOFT: tl.
         else:
             h = _rms_h(raw, rstd, w_ptr, offs, K, SOFT)
     elif PRODUCER == 2:
-        g = _f32(raw, SOFT)
-        u = _f32(raw_up, SOFT)
-        if SOFT:
-            e = tl.exp(-g)
-        else:
-            e = libdevice.exp(-g)
-        h = tl.math.div_rn(g, 1.0 + e) * u
+        h = _silu_mul(_f32(raw, SOFT), _f32(raw_up, SOFT), SOFT)
     else:
         h = _f32(raw, SOFT)
     return h
@@ -399,9 +412,7 @@ def _p_row(a, au, b, bu, c, cu, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K,
         if BLOCK_K3 > 0:
             c = _f32(c, SOFT)
             amx = tl.maximum(amx, tl.max(tl.abs(c), axis=1))
-        t = tl.minimum(tl.maximum(148 - tl.maximum(amx.to(tl.int32, bitcast=True) >> 23, 1), -126), 126)
-        up = ((t + 127) << 23).to(tl.float32, bitcast=True)[:, None]
-        down = ((127 - t) << 23).to(tl.float32, bitcast=True)
+        up, down = _ssq_scales(amx)
         xs = a * up
         ssq = tl.sum((xs * xs).to(tl.int64), axis=1)
         if BLOCK_K2 > 0:
@@ -410,8 +421,7 @@ def _p_row(a, au, b, bu, c, cu, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K,
         if BLOCK_K3 > 0:
             xs_c = c * up
             ssq = ssq + tl.sum((xs_c * xs_c).to(tl.int64), axis=1)
-        ms = tl.math.div_rn((ssq.to(tl.float32) * down) * down, kf)
-        rstd = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), tl.math.sqrt_rn(ms + eps))[:, None]
+        rstd = _rstd(ssq, down, kf, eps, ROWS)
     else:
         rstd = tl.full([ROWS, 1], 1.0, tl.float32)
     # pass 1: absmax of h
