@@ -424,3 +424,28 @@ def test_tune_auto_out_dtypes_cover_both_views_and_the_engine():
     assert _out_dtypes("cublaslt", "int8", "auto") == [torch.int32]
     assert _out_dtypes("cusparselt", "fp8", "auto") == [torch.bfloat16]
     assert _out_dtypes("cublaslt", "fp8", "auto") == [torch.bfloat16]
+
+
+def test_reference_alpha_vector_and_its_errors():
+    """The reference sparse backend emulates cuSPARSELt's alpha vector (D = alpha[n] * acc, one rounding);
+    the dense one has none, and bad alpha arguments are one clear error each."""
+    from slidesparse.gemm import ReferenceBackend
+    from slidesparse.sparsify import prune
+
+    g = torch.Generator().manual_seed(0)
+    wq = prune(torch.randint(-127, 128, (8, 32), dtype=torch.int8, generator=g), "2_4")
+    x = torch.randint(-127, 128, (3, 32), dtype=torch.int8, generator=g)
+    sp, dn = ReferenceBackend(sparse=True), ReferenceBackend(sparse=False)
+    assert sp.alpha_vector and not dn.alpha_vector
+    w = sp.prepare(wq)
+    alpha = torch.rand(8, generator=g) + 0.5
+    acc = sp.mm(x, w, torch.int32)
+    assert torch.equal(sp.mm(x, w, torch.bfloat16, alpha=alpha), (acc.float() * alpha).to(torch.bfloat16))
+    with pytest.raises(ValueError, match="float output"):
+        sp.mm(x, w, torch.int32, alpha=alpha)
+    with pytest.raises(ValueError, match="float32 vector of N=8"):
+        sp.mm(x, w, torch.bfloat16, alpha=alpha[:4])
+    with pytest.raises(ValueError, match="float32 vector of N=8"):
+        sp.mm(x, w, torch.bfloat16, alpha=alpha.double())
+    with pytest.raises(ValueError, match="no alpha vector on a dense backend"):
+        dn.mm(x, dn.prepare(wq), torch.int32, alpha=alpha)
