@@ -40,7 +40,8 @@ class ReferenceBackend(GemmBackend):
             acc = x_q.float() @ w.data.float().T
         if alpha is not None:
             if not self.alpha_vector:
-                raise ValueError(f"{self.name}: no alpha vector on a dense backend (as cuBLASLt here: the dequant applies the weight scale)")
+                raise ValueError(f"{self.name}: no alpha vector on a dense backend (as cuBLASLt here: "
+                                 "the dequant applies the weight scale)")
             if not out_dtype.is_floating_point:
                 raise ValueError(f"{self.name}: alpha (per-channel scale) needs a float output, got {out_dtype}")
             if alpha.dtype != torch.float32 or alpha.dim() != 1 or alpha.numel() != w.n:
