@@ -2,6 +2,7 @@
 """GPU smoke + speed check of the cuBLASLt / cuSPARSELt backends, in one process (< 5 minutes on an H100).
 
     python tools/gpu_gemm.py OUTDIR [--model qwen2.5-7b] [--ms 64,4096,16384] [--repeat 20]
+                                    [--search search --rounds 5] [--skip-correctness]
 
 Prints: library versions; a correctness summary (INT8 sparse == dense == int32 reference for every
 pattern on the model's shapes, FP8 relative errors, every config id on the shared compressed weight,
@@ -10,8 +11,11 @@ sum of the model's four linears per M for INT8->int32 and FP8->bf16, dense (cuBL
 top-1, best of the heuristic's top 32) vs sparse 2:4 / 4:6 / 6:8 / 8:10 (best over every config
 id with split-K 1, and at M=64 also split-K -1 (library choice) / 2 / 4 / 8 in modes 1 and 2 on the 3
 best ids), with speedups over the best
-dense and the ideal L/(L-2). Every case catches its own failure, prints it and goes on. Full
-numbers: OUTDIR/gemm_speed.csv and OUTDIR/gemm_summary.json.
+dense and the ideal L/(L-2). With ``--search DIR`` it then re-times, per shape, the plain search's
+winners against the tuning DB's choices on the same operands in ``--rounds`` interleaved rounds, and
+prints both speedup tables side by side (is the tuned path at least a plain exhaustive search?).
+Host time is measured last, in rounds. Every case catches its own failure, prints it and goes on.
+Full numbers: OUTDIR/gemm_speed.csv and OUTDIR/gemm_summary.json.
 """
 
 from __future__ import annotations
@@ -167,7 +171,10 @@ def correctness(dense, sparse, shapes, summary):
     case("poisoned outputs (M = 1, 17, 40, 64, 100)", poison)
 
 
-def host_overhead(dense, sparse, shapes, summary):
+def host_overhead(dense, sparse, shapes, summary, rounds: int = 7):
+    """Host time per cached call at M=64 (qkv): ``rounds`` interleaved measurements of 200 calls each,
+    median and min (the host CPU's clock varies, most right after the machine starts); PyTorch's
+    ``_cslt_sparse_mm`` on the same weight beside it."""
     n, k = shapes["qkv"]
     ws = random_2to4(n, Pattern.parse("2_8").slid_k(k), "int8", "cuda", gen(1))
     wd = random_q(n, k, "int8", "cuda", gen(2))
@@ -176,12 +183,23 @@ def host_overhead(dense, sparse, shapes, summary):
     xd = random_q(64, k, "int8", "cuda", gen(4))
     os_ = torch.empty(64, n, dtype=torch.int32, device="cuda")
     od = torch.empty(64, n, dtype=torch.int32, device="cuda")
-    hs = host_us_per_call(lambda: sparse.mm(xs, wsp, torch.int32, os_))
-    hd = host_us_per_call(lambda: dense.mm(xd, wdd, torch.int32, od))
-    hs2 = host_us_per_call(lambda: sparse.mm(xs, wsp, torch.int32))
-    summary["host_us_per_call_M64"] = {"cusparselt": hs, "cublaslt": hd, "cusparselt_alloc_out": hs2}
-    log(f"host time per cached call, M=64 qkv: cusparselt {hs:.1f} us (out=None: {hs2:.1f}), "
-        f"cublaslt {hd:.1f} us  (target <= 25 us)")
+    fns = {"cusparselt": lambda: sparse.mm(xs, wsp, torch.int32, os_),
+           "cublaslt": lambda: dense.mm(xd, wdd, torch.int32, od),
+           "cusparselt_alloc_out": lambda: sparse.mm(xs, wsp, torch.int32)}
+    try:
+        wc, xt = torch._cslt_compress(ws), xs.t().contiguous().t()
+        torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
+        fns["torch_cslt_sparse_mm"] = lambda: torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
+    except Exception as e:  # noqa: BLE001 - context only
+        log(f"  torch._cslt_sparse_mm not measured: {type(e).__name__}: {e}")
+    got: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            got[name].append(host_us_per_call(fn))
+    summary["host_us_per_call_M64"] = {name: {"median": statistics.median(v), "min": min(v), "all": v}
+                                       for name, v in got.items()}
+    log("host time per cached call, M=64 qkv (median / min of %d rounds, target <= 25 us): " % rounds
+        + ", ".join(f"{name} {statistics.median(v):.1f} / {min(v):.1f} us" for name, v in got.items()))
 
 
 def _time_dense(dense, qd, out_dtype, m, n, k, kw, rec):
@@ -190,15 +208,16 @@ def _time_dense(dense, qd, out_dtype, m, n, k, kw, rec):
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
     t1 = statistics.median(time_calls(lambda: dense.mm(x, w, out_dtype, out), **kw))
     rec("cublaslt", "dense", "heuristic#1", t1, k)
-    best = t1
+    best, best_algo = t1, None
     for i, c in enumerate(dense.candidates(n, k, m, qd, out_dtype, count=32)):
         try:
             t = statistics.median(time_calls(lambda c=c: dense.mm(x, w, out_dtype, out, algo=c["algo"]), **kw))
         except Exception:  # noqa: BLE001 - a candidate that fails is skipped
             continue
         rec("cublaslt", "dense", f"heuristic#{i + 1}", t, k)
-        best = min(best, t)
-    return t1, best
+        if t < best:
+            best, best_algo = t, c["algo"]
+    return t1, best, best_algo
 
 
 def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
@@ -218,7 +237,8 @@ def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
         rec("cusparselt", pat, cfg.label(), t, ks)
     if not times:
         raise RuntimeError(f"none of {max_id} config ids ran")
-    best = min(times.values())
+    best_cfg = min(times, key=times.get)
+    best = times[best_cfg]
     best_sk = best
     if split_k:
         for base in sorted(times, key=times.get)[:3]:
@@ -232,10 +252,46 @@ def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
                         continue
                     rec("cusparselt", pat, cfg.label(), t, ks, "split-k")
                     best_sk = min(best_sk, t)
-    return best, best_sk
+    return best, best_sk, best_cfg
 
 
-def speed(dense, sparse, shapes, ms, repeat, rows, deadline):
+def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec):
+    """The plain search's winners against the tuning DB's choices (``tuned``: backends reading search/),
+    on the very operands the search timed, re-timed in ``rounds`` interleaved rounds so that drift and
+    the search's selection bias (it keeps the minimum of noisy timings) hit neither side alone."""
+    dense_t, sparse_t = tuned
+    x = random_q(m, k, qd, "cuda", gen(1))
+    wq = random_q(n, k, qd, "cuda", gen(2))
+    out = torch.empty(m, n, dtype=out_dtype, device="cuda")
+    w, w_t = dense.prepare(wq), dense_t.prepare(wq)
+    algo = winners["dense"]
+    fns = {("dense", "plain"): lambda: dense.mm(x, w, out_dtype, out, algo=algo),
+           ("dense", "tuned"): lambda: dense_t.mm(x, w_t, out_dtype, out)}
+    src = {"dense": dense_t.plan_info(w_t, m, out_dtype)["source"]}
+    for pat in PATTERNS:
+        if pat not in winners:
+            continue
+        ks = Pattern.parse(pat).slid_k(k)
+        xs = random_q(m, ks, qd, "cuda", gen(3))
+        ws = random_2to4(n, ks, qd, "cuda", gen(4))
+        wsp, wsp_t = sparse.prepare(ws), sparse_t.prepare(ws)
+        cfg = winners[pat]
+        fns[(pat, "plain")] = lambda xs=xs, wsp=wsp, cfg=cfg: sparse.mm(xs, wsp, out_dtype, out, config=cfg)
+        fns[(pat, "tuned")] = lambda xs=xs, wsp_t=wsp_t: sparse_t.mm(xs, wsp_t, out_dtype, out)
+        info = sparse_t.plan_info(wsp_t, m, out_dtype)
+        src[pat] = f"{info['source']} {info['config'].label()} (plain: {cfg.label()})"
+    times: dict = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            times[key].append(statistics.median(time_calls(fn, **kw)))
+    for (what, side), ts in times.items():
+        rec("cublaslt" if what == "dense" else "cusparselt", "dense" if what == "dense" else what,
+            f"{side}: {src[what]}", statistics.median(ts), k if what == "dense" else Pattern.parse(what).slid_k(k),
+            f"head-to-head {side}, {rounds} rounds, spread {(max(ts) - min(ts)) / statistics.median(ts):.3f}")
+    return {key: statistics.median(ts) for key, ts in times.items()}
+
+
+def speed(dense, sparse, shapes, ms, repeat, rows, deadline, tuned=None, rounds=5):
     from slidesparse.gemm.plan_cache import dtype_name
 
     table = {}
@@ -248,8 +304,9 @@ def speed(dense, sparse, shapes, ms, repeat, rows, deadline):
                     rows.append({"qdtype": qd, "out": dtype_name(out_dtype), "M": m, "linear": lin, "N": n, "K": kk,
                                  "backend": backend, "pattern": pattern, "config": config, "us": round(us, 3),
                                  "note": note})
+                winners = {}
                 try:
-                    t1, best = _time_dense(dense, qd, out_dtype, m, n, k, kw, rec)
+                    t1, best, winners["dense"] = _time_dense(dense, qd, out_dtype, m, n, k, kw, rec)
                     sums["dense_top1"] = sums.get("dense_top1", 0.0) + t1
                     sums["dense_best32"] = sums.get("dense_best32", 0.0) + best
                 except Exception as e:  # noqa: BLE001 - report and go on
@@ -257,12 +314,19 @@ def speed(dense, sparse, shapes, ms, repeat, rows, deadline):
                 for pat in PATTERNS:
                     try:
                         sk = m <= 64 and time.perf_counter() < deadline
-                        best, best_sk = _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, sk)
+                        best, best_sk, winners[pat] = _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, sk)
                         sums[pat] = sums.get(pat, 0.0) + best
                         if sk:
                             sums[pat + "+sk"] = sums.get(pat + "+sk", 0.0) + best_sk
                     except Exception as e:  # noqa: BLE001
                         log(f"  FAIL sparse {qd} M={m} {lin} {pat}: {type(e).__name__}: {e}")
+                if tuned is not None and "dense" in winners:
+                    try:
+                        h2h = head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec)
+                        for (what, side), t in h2h.items():
+                            sums[f"h2h:{what}:{side}"] = sums.get(f"h2h:{what}:{side}", 0.0) + t
+                    except Exception as e:  # noqa: BLE001
+                        log(f"  FAIL head-to-head {qd} M={m} {lin}: {type(e).__name__}: {e}")
                 torch.cuda.empty_cache()
             table[(qd, m)] = sums
             log(f"  timed {qd} M={m}")
@@ -294,6 +358,23 @@ def print_table(table, shapes):
                 t = s.get(pat + "+sk")
                 line += f"{t:>8.1f} {base / t:4.2f}x      " if t and base else f"{'n/a':>18}"
             print(line)
+    if not any(k.startswith("h2h:") for s in table.values() for k in s):
+        return
+    print()
+    print("Head to head, same operands, interleaved rounds: speedup with the plain search's winners on both sides")
+    print("vs with the tuning DB's choices on both sides (sum of the four linears, median of the rounds)")
+    print(f"{'dtype':<12}{'M':>6}{'side':>7}{'dense us':>10}" + "".join(f"{Pattern.parse(p).paper:>9}" for p in PATTERNS))
+    for (qd, m), s in table.items():
+        name = "INT8->i32" if qd == "int8" else "FP8->bf16"
+        for side in ("plain", "tuned"):
+            base = s.get(f"h2h:dense:{side}")
+            if not base:
+                continue
+            line = f"{name:<12}{m:>6}{side:>7}{base:>10.1f}"
+            for pat in PATTERNS:
+                t = s.get(f"h2h:{pat}:{side}")
+                line += f"{base / t:>9.3f}" if t else f"{'n/a':>9}"
+            print(line)
 
 
 def main() -> int:
@@ -303,6 +384,10 @@ def main() -> int:
     ap.add_argument("--ms", default="64,4096,16384")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=270.0, help="skip the split-K variants past this time")
+    ap.add_argument("--search", type=Path, default=None,
+                    help="a tuning folder (search/): also re-time its choices head to head with the plain search's")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the head-to-head")
+    ap.add_argument("--skip-correctness", action="store_true", help="only the host-time and speed parts")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("error: this script needs a CUDA GPU", file=sys.stderr)
@@ -322,16 +407,26 @@ def main() -> int:
         f"torch's {summary['cusparselt'].get('torch_cusparselt')}) {summary['cusparselt'].get('cusparselt_files')}"
         + (f"  WARNING: {summary['cusparselt']['warning']}" if "warning" in summary["cusparselt"] else ""))
     shapes = get_model(args.model).linear_shapes()
-    log(f"correctness ({args.model}: {shapes})")
-    correctness(dense, sparse, shapes, summary)
-    try:
-        host_overhead(dense, sparse, shapes, summary)
-    except Exception as e:  # noqa: BLE001
-        log(f"FAIL host overhead: {type(e).__name__}: {e}")
+    if not args.skip_correctness:
+        log(f"correctness ({args.model}: {shapes})")
+        correctness(dense, sparse, shapes, summary)
+    else:
+        summary["correctness"] = {}
+    tuned = None
+    if args.search is not None:
+        from slidesparse.gemm.tuning_db import TuningStore
+
+        store = TuningStore(args.search)
+        tuned = (CublasLtBackend(tuning=store), CusparseLtBackend(tuning=store))
+        log(f"head-to-head against the tuning DB in {store.folder}")
     rows: list[dict] = []
     ms = [int(v) for v in args.ms.split(",")]
     log(f"speed: M = {ms}")
-    table = speed(dense, sparse, shapes, ms, args.repeat, rows, T0 + args.budget_s)
+    table = speed(dense, sparse, shapes, ms, args.repeat, rows, T0 + args.budget_s, tuned, args.rounds)
+    try:  # after the speed part: the host CPU is warm by then
+        host_overhead(dense, sparse, shapes, summary)
+    except Exception as e:  # noqa: BLE001
+        log(f"FAIL host overhead: {type(e).__name__}: {e}")
     with open(args.outdir / "gemm_speed.csv", "w", newline="") as f:
         if rows:
             wr = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -342,7 +437,8 @@ def main() -> int:
     ncorrect = sum(v["ok"] for v in summary["correctness"].values())
     print_table(table, shapes)
     print(f"\ncorrectness: {ncorrect}/{len(summary['correctness'])} passed; "
-          f"host us/call M=64: {summary.get('host_us_per_call_M64')}; total {time.perf_counter() - T0:.0f}s; "
+          f"host us/call M=64 (median): "
+          f"{ {k: round(v['median'], 1) for k, v in summary.get('host_us_per_call_M64', {}).items()} }; total {time.perf_counter() - T0:.0f}s; "
           f"files in {args.outdir}")
     return 0 if ncorrect == len(summary["correctness"]) else 1
 
