@@ -220,17 +220,24 @@ def _time_dense(dense, qd, out_dtype, m, n, k, kw, rec):
     return t1, best, best_algo
 
 
-def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
+def _alpha(n: int, alpha: bool):
+    """The per-channel weight scale the INT8 -> bf16 sparse layers pass as cuSPARSELt's alpha vector."""
+    return (torch.rand(n, generator=gen(5), device="cuda") * 0.01 + 1e-3) if alpha else None
+
+
+def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool, alpha: bool = False):
     ks = Pattern.parse(pat).slid_k(k)
     x = random_q(m, ks, qd, "cuda", gen(3))
     w = sparse.prepare(random_2to4(n, ks, qd, "cuda", gen(4)))
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
+    al = _alpha(n, alpha)
     max_id = sparse.max_config_id(n, ks, m, qd, out_dtype)
     times = {}
     for a in range(max_id):
         cfg = SparseConfig(a)
         try:
-            t = statistics.median(time_calls(lambda cfg=cfg: sparse.mm(x, w, out_dtype, out, config=cfg), **kw))
+            t = statistics.median(time_calls(lambda cfg=cfg: sparse.mm(x, w, out_dtype, out, alpha=al, config=cfg),
+                                             **kw))
         except Exception:  # noqa: BLE001 - a config the library refuses is skipped
             continue
         times[cfg] = t
@@ -246,8 +253,8 @@ def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
                 for mode in (1, 2):
                     cfg = SparseConfig(base.alg_id, sk, mode)
                     try:
-                        t = statistics.median(time_calls(lambda cfg=cfg: sparse.mm(x, w, out_dtype, out, config=cfg),
-                                                         **kw))
+                        t = statistics.median(time_calls(
+                            lambda cfg=cfg: sparse.mm(x, w, out_dtype, out, alpha=al, config=cfg), **kw))
                     except Exception:  # noqa: BLE001
                         continue
                     rec("cusparselt", pat, cfg.label(), t, ks, "split-k")
@@ -255,7 +262,8 @@ def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool):
     return best, best_sk, best_cfg
 
 
-def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec):
+def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec, sparse_out=None,
+                 alpha: bool = False):
     """The plain search's winners against the tuning DB's choices (``tuned``: backends reading search/),
     on the very operands the search timed, re-timed in ``rounds`` interleaved rounds so that drift and
     the search's selection bias (it keeps the minimum of noisy timings) hit neither side alone."""
@@ -265,6 +273,9 @@ def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, 
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
     w, w_t = dense.prepare(wq), dense_t.prepare(wq)
     algo = winners["dense"]
+    so = out_dtype if sparse_out is None else sparse_out
+    out_s = out if so == out_dtype else torch.empty(m, n, dtype=so, device="cuda")
+    al = _alpha(n, alpha)
     fns = {("dense", "plain"): lambda: dense.mm(x, w, out_dtype, out, algo=algo),
            ("dense", "tuned"): lambda: dense_t.mm(x, w_t, out_dtype, out)}
     src = {"dense": dense_t.plan_info(w_t, m, out_dtype)["source"]}
@@ -276,9 +287,9 @@ def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, 
         ws = random_2to4(n, ks, qd, "cuda", gen(4))
         wsp, wsp_t = sparse.prepare(ws), sparse_t.prepare(ws)
         cfg = winners[pat]
-        fns[(pat, "plain")] = lambda xs=xs, wsp=wsp, cfg=cfg: sparse.mm(xs, wsp, out_dtype, out, config=cfg)
-        fns[(pat, "tuned")] = lambda xs=xs, wsp_t=wsp_t: sparse_t.mm(xs, wsp_t, out_dtype, out)
-        info = sparse_t.plan_info(wsp_t, m, out_dtype)
+        fns[(pat, "plain")] = lambda xs=xs, wsp=wsp, cfg=cfg: sparse.mm(xs, wsp, so, out_s, alpha=al, config=cfg)
+        fns[(pat, "tuned")] = lambda xs=xs, wsp_t=wsp_t: sparse_t.mm(xs, wsp_t, so, out_s, alpha=al)
+        info = sparse_t.plan_info(wsp_t, m, so, alpha_vector=alpha)
         src[pat] = f"{info['source']} {info['config'].label()} (plain: {cfg.label()})"
     times: dict = {key: [] for key in fns}
     for _ in range(rounds):
@@ -291,17 +302,27 @@ def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, 
     return {key: statistics.median(ts) for key, ts in times.items()}
 
 
-def speed(dense, sparse, shapes, ms, repeat, rows, deadline, tuned=None, rounds=5):
+# (name, quantized dtype, dense output, sparse output, sparse alpha vector): view (a)'s same-output pairs,
+# and the GEMM part of view (b) for INT8 (dense int32, sparse bf16 with the weight scale as alpha)
+VIEW_A = (("INT8->i32", "int8", torch.int32, torch.int32, False), ("FP8->bf16", "fp8", torch.bfloat16,
+                                                                    torch.bfloat16, False))
+GEMM_PART = (("INT8 i32|bf16a", "int8", torch.int32, torch.bfloat16, True),)
+
+
+def speed(dense, sparse, shapes, ms, repeat, rows, deadline, tuned=None, rounds=5, cases=VIEW_A):
     from slidesparse.gemm.plan_cache import dtype_name
 
     table = {}
     kw = {"warmup": 3, "repeat": repeat}
-    for qd, out_dtype in (("int8", torch.int32), ("fp8", torch.bfloat16)):
+    for case, qd, out_dtype, sparse_out, alpha in cases:
         for m in ms:
             sums: dict = {}
             for lin, (n, k) in shapes.items():
-                def rec(backend, pattern, config, us, kk, note="", lin=lin, n=n, m=m, qd=qd, out_dtype=out_dtype):
-                    rows.append({"qdtype": qd, "out": dtype_name(out_dtype), "M": m, "linear": lin, "N": n, "K": kk,
+                def rec(backend, pattern, config, us, kk, note="", lin=lin, n=n, m=m, qd=qd, out_dtype=out_dtype,
+                        sparse_out=sparse_out, alpha=alpha):
+                    o = out_dtype if backend == "cublaslt" else sparse_out
+                    rows.append({"qdtype": qd, "out": dtype_name(o) + ("+alpha" if alpha and o != out_dtype else ""),
+                                 "M": m, "linear": lin, "N": n, "K": kk,
                                  "backend": backend, "pattern": pattern, "config": config, "us": round(us, 3),
                                  "note": note})
                 winners = {}
@@ -314,7 +335,8 @@ def speed(dense, sparse, shapes, ms, repeat, rows, deadline, tuned=None, rounds=
                 for pat in PATTERNS:
                     try:
                         sk = m <= 64 and time.perf_counter() < deadline
-                        best, best_sk, winners[pat] = _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, sk)
+                        best, best_sk, winners[pat] = _time_sparse(sparse, qd, sparse_out, m, n, k, pat, kw, rec, sk,
+                                                                   alpha)
                         sums[pat] = sums.get(pat, 0.0) + best
                         if sk:
                             sums[pat + "+sk"] = sums.get(pat + "+sk", 0.0) + best_sk
@@ -322,27 +344,27 @@ def speed(dense, sparse, shapes, ms, repeat, rows, deadline, tuned=None, rounds=
                         log(f"  FAIL sparse {qd} M={m} {lin} {pat}: {type(e).__name__}: {e}")
                 if tuned is not None and "dense" in winners:
                     try:
-                        h2h = head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec)
+                        h2h = head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, kw, rec,
+                                           sparse_out, alpha)
                         for (what, side), t in h2h.items():
                             sums[f"h2h:{what}:{side}"] = sums.get(f"h2h:{what}:{side}", 0.0) + t
                     except Exception as e:  # noqa: BLE001
                         log(f"  FAIL head-to-head {qd} M={m} {lin}: {type(e).__name__}: {e}")
                 torch.cuda.empty_cache()
-            table[(qd, m)] = sums
-            log(f"  timed {qd} M={m}")
+            table[(case, m)] = sums
+            log(f"  timed {case} M={m}")
     return table
 
 
 def print_table(table, shapes):
     print()
     print("Sum of the four linears (us, median per call) and speedup over the best dense (ideal in brackets)")
-    hdr = f"{'dtype':<12}{'M':>6}{'dense#1':>10}{'dense32':>10}"
+    hdr = f"{'dtype':<15}{'M':>6}{'dense#1':>10}{'dense32':>10}"
     for pat in PATTERNS:
         hdr += f"{Pattern.parse(pat).paper:>18}"
     print(hdr)
-    for (qd, m), s in table.items():
-        name = "INT8->i32" if qd == "int8" else "FP8->bf16"
-        line = f"{name:<12}{m:>6}{s.get('dense_top1', float('nan')):>10.1f}{s.get('dense_best32', float('nan')):>10.1f}"
+    for (name, m), s in table.items():
+        line = f"{name:<15}{m:>6}{s.get('dense_top1', float('nan')):>10.1f}{s.get('dense_best32', float('nan')):>10.1f}"
         base = s.get("dense_best32")
         for pat in PATTERNS:
             p = Pattern.parse(pat)
@@ -353,7 +375,7 @@ def print_table(table, shapes):
                 line += f"{t:>8.1f} {base / t:4.2f}x({p.ideal_speedup:.2f})"
         print(line)
         if any(k.endswith("+sk") for k in s):
-            line = f"{'  +split-k':<12}{m:>6}{'':>20}"
+            line = f"{'  +split-k':<15}{m:>6}{'':>20}"
             for pat in PATTERNS:
                 t = s.get(pat + "+sk")
                 line += f"{t:>8.1f} {base / t:4.2f}x      " if t and base else f"{'n/a':>18}"
@@ -363,14 +385,13 @@ def print_table(table, shapes):
     print()
     print("Head to head, same operands, interleaved rounds: speedup with the plain search's winners on both sides")
     print("vs with the tuning DB's choices on both sides (sum of the four linears, median of the rounds)")
-    print(f"{'dtype':<12}{'M':>6}{'side':>7}{'dense us':>10}" + "".join(f"{Pattern.parse(p).paper:>9}" for p in PATTERNS))
-    for (qd, m), s in table.items():
-        name = "INT8->i32" if qd == "int8" else "FP8->bf16"
+    print(f"{'dtype':<15}{'M':>6}{'side':>7}{'dense us':>10}" + "".join(f"{Pattern.parse(p).paper:>9}" for p in PATTERNS))
+    for (name, m), s in table.items():
         for side in ("plain", "tuned"):
             base = s.get(f"h2h:dense:{side}")
             if not base:
                 continue
-            line = f"{name:<12}{m:>6}{side:>7}{base:>10.1f}"
+            line = f"{name:<15}{m:>6}{side:>7}{base:>10.1f}"
             for pat in PATTERNS:
                 t = s.get(f"h2h:{pat}:{side}")
                 line += f"{base / t:>9.3f}" if t else f"{'n/a':>9}"
@@ -388,6 +409,8 @@ def main() -> int:
                     help="a tuning folder (search/): also re-time its choices head to head with the plain search's")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the head-to-head")
     ap.add_argument("--skip-correctness", action="store_true", help="only the host-time and speed parts")
+    ap.add_argument("--gemm-part", action="store_true",
+                    help="time view (b)'s INT8 GEMM part (dense int32, sparse bf16 + alpha vector) instead of view (a)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("error: this script needs a CUDA GPU", file=sys.stderr)
@@ -422,7 +445,8 @@ def main() -> int:
     rows: list[dict] = []
     ms = [int(v) for v in args.ms.split(",")]
     log(f"speed: M = {ms}")
-    table = speed(dense, sparse, shapes, ms, args.repeat, rows, T0 + args.budget_s, tuned, args.rounds)
+    table = speed(dense, sparse, shapes, ms, args.repeat, rows, T0 + args.budget_s, tuned, args.rounds,
+                  GEMM_PART if args.gemm_part else VIEW_A)
     try:  # after the speed part: the host CPU is warm by then
         host_overhead(dense, sparse, shapes, summary)
     except Exception as e:  # noqa: BLE001
@@ -432,7 +456,7 @@ def main() -> int:
             wr = csv.DictWriter(f, fieldnames=list(rows[0]))
             wr.writeheader()
             wr.writerows(rows)
-    summary["speed_sums_us"] = {f"{qd}_M{m}": s for (qd, m), s in table.items()}
+    summary["speed_sums_us"] = {f"{case}_M{m}": s for (case, m), s in table.items()}
     (args.outdir / "gemm_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     ncorrect = sum(v["ok"] for v in summary["correctness"].values())
     print_table(table, shapes)
