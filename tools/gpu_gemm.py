@@ -186,9 +186,11 @@ def host_overhead(dense, sparse, shapes, summary, rounds: int = 7):
     fns = {"cusparselt": lambda: sparse.mm(xs, wsp, torch.int32, os_),
            "cublaslt": lambda: dense.mm(xd, wdd, torch.int32, od),
            "cusparselt_alloc_out": lambda: sparse.mm(xs, wsp, torch.int32)}
-    try:
-        wc, xt = torch._cslt_compress(ws), xs.t().contiguous().t()
-        torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
+    try:  # torch computes W [N, K] @ B [K, M]: B = X^T, checked against our call's result
+        wc, xt = torch._cslt_compress(ws), xs.t()
+        got = torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
+        if not torch.equal(got.t(), sparse.mm(xs, wsp, torch.int32)):
+            raise RuntimeError("its result differs from the cuSPARSELt backend's")
         fns["torch_cslt_sparse_mm"] = lambda: torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
     except Exception as e:  # noqa: BLE001 - context only
         log(f"  torch._cslt_sparse_mm not measured: {type(e).__name__}: {e}")
