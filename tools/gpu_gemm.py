@@ -204,9 +204,20 @@ def host_overhead(dense, sparse, shapes, summary, rounds: int = 7):
         + ", ".join(f"{name} {statistics.median(v):.1f} / {min(v):.1f} us" for name, v in got.items()))
 
 
+def _dense_operands(m, n, k, qd):
+    """(x [M, K], w [N, K]) of one dense shape: the search and the head-to-head time the same ones."""
+    return random_q(m, k, qd, "cuda", gen(1)), random_q(n, k, qd, "cuda", gen(2))
+
+
+def _sparse_operands(m, n, k, qd, pat):
+    """(slid K, x [M, slid K], 2:4 w [N, slid K]) of one sparse shape, likewise shared."""
+    ks = Pattern.parse(pat).slid_k(k)
+    return ks, random_q(m, ks, qd, "cuda", gen(3)), random_2to4(n, ks, qd, "cuda", gen(4))
+
+
 def _time_dense(dense, qd, out_dtype, m, n, k, kw, rec):
-    x = random_q(m, k, qd, "cuda", gen(1))
-    w = dense.prepare(random_q(n, k, qd, "cuda", gen(2)))
+    x, wq = _dense_operands(m, n, k, qd)
+    w = dense.prepare(wq)
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
     t1 = statistics.median(time_calls(lambda: dense.mm(x, w, out_dtype, out), **kw))
     rec("cublaslt", "dense", "heuristic#1", t1, k)
@@ -228,9 +239,8 @@ def _alpha(n: int, alpha: bool):
 
 
 def _time_sparse(sparse, qd, out_dtype, m, n, k, pat, kw, rec, split_k: bool, alpha: bool = False):
-    ks = Pattern.parse(pat).slid_k(k)
-    x = random_q(m, ks, qd, "cuda", gen(3))
-    w = sparse.prepare(random_2to4(n, ks, qd, "cuda", gen(4)))
+    ks, x, ws = _sparse_operands(m, n, k, qd, pat)
+    w = sparse.prepare(ws)
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
     al = _alpha(n, alpha)
     max_id = sparse.max_config_id(n, ks, m, qd, out_dtype)
@@ -270,8 +280,7 @@ def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, 
     on the very operands the search timed, re-timed in ``rounds`` interleaved rounds so that drift and
     the search's selection bias (it keeps the minimum of noisy timings) hit neither side alone."""
     dense_t, sparse_t = tuned
-    x = random_q(m, k, qd, "cuda", gen(1))
-    wq = random_q(n, k, qd, "cuda", gen(2))
+    x, wq = _dense_operands(m, n, k, qd)
     out = torch.empty(m, n, dtype=out_dtype, device="cuda")
     w, w_t = dense.prepare(wq), dense_t.prepare(wq)
     algo = winners["dense"]
@@ -284,9 +293,7 @@ def head_to_head(dense, sparse, tuned, qd, out_dtype, m, n, k, winners, rounds, 
     for pat in PATTERNS:
         if pat not in winners:
             continue
-        ks = Pattern.parse(pat).slid_k(k)
-        xs = random_q(m, ks, qd, "cuda", gen(3))
-        ws = random_2to4(n, ks, qd, "cuda", gen(4))
+        _, xs, ws = _sparse_operands(m, n, k, qd, pat)
         wsp, wsp_t = sparse.prepare(ws), sparse_t.prepare(ws)
         cfg = winners[pat]
         fns[(pat, "plain")] = lambda xs=xs, wsp=wsp, cfg=cfg: sparse.mm(xs, wsp, so, out_s, alpha=al, config=cfg)
