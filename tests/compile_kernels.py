@@ -4,8 +4,9 @@ Run by tests/test_kernels_compile.py in a subprocess without TRITON_INTERPRET: t
 accepts code the GPU compiler rejects (a constexpr re-assigned in a static_range loop compiled
 fine on the CPU and failed on the H100), so CI compiles the real thing (Triton's bundled ptxas).
 Prints one line per variant; exits 1 on the first failure with the compiler's message. The
-persistent kernel (config key PERSIST) is compiled at the shapes its default configs use, and
-must not spill registers there (cuobjdump's resource usage: STACK and LOCAL 0).
+persistent kernel (config key PERSIST) and the pair-tile kernel (BLOCK_G) are compiled at the shapes
+their default configs use, and must not spill registers there (cuobjdump's resource usage: STACK
+and LOCAL 0).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def persist_job(kernel, K, pattern, qd, over, base):
     from slidesparse.pattern import Pattern  # noqa: PLC0415
 
     p = None if pattern is None else Pattern.parse(pattern)
-    cfg = {**default_config(kernel, K, qd, p), **over}
+    cfg = {**default_config(kernel, K, qd, p, pairs=False), **over}
     assert cfg.get("PERSIST"), f"{kernel} K={K} {pattern} {qd}: {cfg} is not persistent"
     L = 0 if p is None or p.window == 4 else p.window
     kout = launch.out_k(K, p)
@@ -92,6 +93,34 @@ def persist_job(kernel, K, pattern, qd, over, base):
               TAIL=(1 << (2 * L + 27).bit_length()) if scatter else 1,
               HOIST_W=bool(cfg.get("HOIST_W", 0)) and producer == tk.RMSNORM, N_ITER=0)
     return f"persist {kernel} K={K} {pattern or 'dense'} {qd} {cfg}", sig, ce, int(cfg["num_warps"])
+
+
+def pair_jobs():
+    """The pair-tile kernel (BLOCK_G) at every default config that selects it, for both quantized
+    dtypes: (name, signature, constexprs, num_warps). None of them may spill registers."""
+    from slidesparse.kernels import launch  # noqa: PLC0415
+    from slidesparse.kernels.configs import default_config  # noqa: PLC0415
+    from slidesparse.pattern import Pattern  # noqa: PLC0415
+
+    sizes = {"quant": (2048, 3072, 3584, 5120, 8192), "rmsnorm_quant": (2048, 3072, 3584, 5120),
+             "silu_mul_quant": (8192, 13824, 18944)}
+    producer = {"quant": tk.PLAIN, "rmsnorm_quant": tk.RMSNORM, "silu_mul_quant": tk.SILU_MUL}
+    sig = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*fp32", "M": "i32", "M_PAD": "i32", "K": "i32",
+           "KOUT": "i32", "stride_xm": "i32", "stride_qm": "i32", "inter": "i32", "kf": "fp32", "eps": "fp32"}
+    for kernel, ks in sizes.items():
+        for K in ks:
+            for L in (6, 8, 10):
+                p = Pattern(L)
+                for qd in ("int8", "fp8"):
+                    cfg = default_config(kernel, K, qd, p)
+                    tiles = launch.pair_tiles(launch.out_k(K, p), L, cfg)
+                    if tiles is None:
+                        continue
+                    ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
+                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2],
+                              ROWS=int(cfg["ROWS"]))
+                    yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']}",
+                           dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce, int(cfg["num_warps"]))
 
 
 def quant_variants():
@@ -133,6 +162,9 @@ def main() -> int:
         name, sig, ce, nw = persist_job(kernel, K, pattern, qd, over, base)
         jobs.append((name, tk.quant_kernel_persist, sig, ce, nw, DIV16))
         checks[name] = check
+    for name, sig, ce, nw in pair_jobs():
+        jobs.append((name, tk.quant_kernel_pairs, sig, ce, nw, [a for a in DIV16 if a in sig]))
+        checks[name] = True
     for name, fn, sig, ce, nw, *div16 in jobs:
         try:
             ck = compile_one(fn, sig, ce, nw, *div16)

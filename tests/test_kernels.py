@@ -29,9 +29,12 @@ ONE = {"BLOCK_K": 256, "BLOCK_W": 64, "ROWS": 16, "num_warps": 4}      # one chu
 CHUNKED = {"BLOCK_K": 32, "BLOCK_W": 8, "ROWS": 8, "num_warps": 4}     # several chunks per row
 SCATTER = {**ONE, "SCATTER": 1}                                     # lifted by scattered stores
 SPLIT = {**CHUNKED, "BLOCK_K": 128, "SPLIT": 1, "SCATTER": 1}        # 128 + a second tile of 32..128
+PAIRS = {**ONE, "BLOCK_G": 64}                                      # lifted rows as pair tiles (<= 64 groups)
+PAIRS_SPLIT = {**ONE, "BLOCK_G": 32, "SPLIT": 1, "ROWS": 4}          # 32 groups + a second tile
 CFGS, CFG_IDS = ([ONE, CHUNKED, SCATTER, {**CHUNKED, "SCATTER": 1}, SPLIT, {**SPLIT, "BLOCK_K": 64},
-                  {**SPLIT, "BLOCK_K": 32}],
-                 ["one-chunk", "chunked", "scatter", "chunked-scatter", "split", "split64", "split32"])
+                  {**SPLIT, "BLOCK_K": 32}, PAIRS, PAIRS_SPLIT],
+                 ["one-chunk", "chunked", "scatter", "chunked-scatter", "split", "split64", "split32", "pairs",
+                  "pairs-split"])
 REF = ReferenceOps()
 
 
@@ -137,6 +140,46 @@ def test_quant_lift_chunk_edges(K, L, cfg, qd, scatter):
     qr, sr = REF.quant(x, qd, Pattern(L))
     assert_quant(q, s, qr, sr, 9, f"L={L} K={K} {qd}")
 
+@pytest.mark.parametrize("L", [6, 8, 10, 12])
+def test_pair_tiles_cover_every_window(L):
+    """BLOCK_G configs take the pair kernel only when their tiles cover every group with a slid column
+    below KOUT; a config whose tiles cannot falls back to the other kernels (None)."""
+    p = Pattern(L)
+    for K in (37, 200, 600, 18944):
+        kout = launch.out_k(K, p)
+        need = -(-kout // (2 * L - 4))
+        for cfg in ({"BLOCK_G": 64, "num_warps": 1}, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1},
+                    {"BLOCK_G": 1024, "SPLIT": 1, "num_warps": 16}, {"BLOCK_G": 0, "num_warps": 4}):
+            got = launch.pair_tiles(kout, L, cfg)
+            if got is None:
+                assert not cfg["BLOCK_G"] or need > cfg["BLOCK_G"] * (2 if cfg.get("SPLIT") else 1)
+                continue
+            assert got[0] == cfg["BLOCK_G"] and sum(got) >= need
+            assert all(t == 0 or t & (t - 1) == 0 for t in got)
+            assert got[1] == 0 or sum(got[:2]) < need or got[2] == 0
+    assert launch.pair_tiles(800, 6, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 32, 32)  # 100 groups
+    assert launch.pair_tiles(800, 0, {"BLOCK_G": 64, "num_warps": 1}) is None  # not lifted
+
+
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+@pytest.mark.parametrize("producer", [tk.PLAIN, tk.RMSNORM, tk.SILU_MUL])
+def test_pair_kernel_three_tiles(producer, qd):
+    """K = 600 at 4:6 (100 groups): tiles of 64 + 32 + 32 groups, the last one partly past the row."""
+    cfg = {**ONE, "BLOCK_G": 64, "SPLIT": 1, "ROWS": 2, "num_warps": 1}
+    assert launch.pair_tiles(launch.out_k(600, Pattern(6)), 6, cfg) == (64, 32, 32)
+    x = rand_x(5, 1200 if producer == tk.SILU_MUL else 600, torch.bfloat16, seed=6)
+    w = (torch.rand(600, generator=torch.Generator().manual_seed(2)) + 0.5).to(torch.bfloat16)
+    kw = {"producer": producer, **({"weight": w, "eps": 1e-6} if producer == tk.RMSNORM else {})}
+    q, s = run_quant(x, qd, "2_6", cfg, **kw)
+    if producer == tk.RMSNORM:
+        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, Pattern(6))
+    elif producer == tk.SILU_MUL:
+        qr, sr = R.silu_mul_quant_ref(x, qd, Pattern(6), exp=np_exp)
+    else:
+        qr, sr = REF.quant(x, qd, Pattern(6))
+    assert_quant(q, s, qr, sr, 5, f"{producer} {qd}")
+
+
 def test_lift_layout_is_slide_index():
     """Every slid column holds the input column slide_index names (the kernel's own index math)."""
     from slidesparse.sparsify import slide_index
@@ -168,10 +211,10 @@ def special_rows(dtype):
 
 @pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
-@pytest.mark.parametrize("pattern", [None, "2_6"])
-def test_quant_special_rows(pattern, qd, xdtype):
+@pytest.mark.parametrize("pattern, cfg", [(None, ONE), ("2_6", ONE), ("2_8", PAIRS), ("2_10", PAIRS)])
+def test_quant_special_rows(pattern, cfg, qd, xdtype):
     x = special_rows(xdtype)
-    q, s = run_quant(x, qd, pattern, ONE)
+    q, s = run_quant(x, qd, pattern, cfg)
     qr, sr = REF.quant(x, qd, None if pattern is None else Pattern.parse(pattern))
     assert_quant(q, s, qr, sr, x.shape[0], f"{pattern} {qd} {xdtype}")
     assert bool(torch.isfinite(s).all())
@@ -198,6 +241,11 @@ def test_fp8_rounding_every_midpoint():
     q, s = run_quant(x, "fp8", None, {**ONE, "BLOCK_K": 2048})
     assert float(s[0]) == 1.0
     assert torch.equal(u8(q[0, :x.shape[1]]), u8(x[0].to(FP8)))
+    # the pair kernel encodes FP8 in integer ops (_fp8_bits): the same bytes, in the lifted layout
+    for L in (8, 10):
+        q, s = run_quant(x, "fp8", f"2_{L}", {**ONE, "BLOCK_G": 1024})
+        assert float(s[0]) == 1.0
+        assert torch.equal(u8(q[:1]), u8(REF.quant(x, "fp8", Pattern(L))[0])), f"L={L}"
 
 
 # --- outputs and argument checks -----------------------------------------------------------------
@@ -327,7 +375,7 @@ def test_rmsnorm_quant_matches_reference(cfg, pattern, qd, xdtype):
 
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
-@pytest.mark.parametrize("pattern", [None, "2_6", "2_10"])
+@pytest.mark.parametrize("pattern", [None, "2_6", "2_8", "2_10"])
 @pytest.mark.parametrize("cfg", CFGS, ids=CFG_IDS)
 def test_silu_mul_quant_matches_reference(cfg, pattern, qd):
     gu = rand_x(7, 2 * 70, torch.bfloat16, seed=13, scale=6.0)
@@ -492,6 +540,29 @@ def test_persistent_candidates():
         assert warps >= ({4, 8} if kernel == "rmsnorm_quant" else {16}), (kernel, K)
     assert not [c for c in candidate_configs("quant", 3584, None) if c["PERSIST"]]
     assert not [c for c in candidate_configs("rmsnorm_quant", 16384, None) if c["PERSIST"]]  # not one chunk
+
+
+def test_pair_candidates_and_defaults():
+    """Lifted rows get pair-tile candidates whose tiles cover the row; dense rows none. The defaults
+    take pair tiles only for the measured windows, and FP8 only where listed; pairs=False gives the
+    other kernels' config."""
+    from slidesparse.kernels.tune import candidate_configs
+
+    for kernel, K in (("quant", 3072), ("rmsnorm_quant", 5120), ("silu_mul_quant", 18944)):
+        for pattern in ("2_6", "2_8", "2_10"):
+            L = Pattern.parse(pattern).window
+            pairs = [c for c in candidate_configs(kernel, K, pattern) if c["BLOCK_G"]]
+            assert pairs, (kernel, K, pattern)
+            assert all(launch.pair_tiles(launch.out_k(K, Pattern(L)), L, c) for c in pairs), (kernel, K, pattern)
+        assert not [c for c in candidate_configs(kernel, K, None) if c["BLOCK_G"]]
+    assert C.default_config("quant", 3072, "int8", "2_8")["BLOCK_G"] == 512
+    assert "BLOCK_G" not in C.default_config("quant", 3072, "int8", "2_8", pairs=False)
+    assert "BLOCK_G" not in C.default_config("quant", 3072, "int8", "2_12")      # window not measured
+    assert "BLOCK_G" not in C.default_config("quant", 3072, "fp8", "2_8")        # FP8: listed cases only
+    assert C.default_config("quant", 8192, "fp8", "2_10")["BLOCK_G"] == 1024
+    assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8")  # three tiles: scatter
+    with pytest.raises(ValueError, match="0 or a power of 2"):
+        C.validate_config("quant", {**cfg(4096), "BLOCK_G": 48})
 
 
 def test_reference_argument_errors():

@@ -235,7 +235,8 @@ def test_silu_mul_quant_model_shapes(pattern, qd, gen):
 
 def test_every_launch_config_is_exact(gen):
     """The tuner's candidate configs all give the reference's bits (a tuned config cannot change
-    results): plain quant, RMSNorm and SiLU producers, window-reading and scattered lifts, split rows."""
+    results): plain quant, RMSNorm and SiLU producers, window-reading and scattered lifts, split rows,
+    pair tiles (each warp count: a tile smaller than the threads is laid out differently)."""
     from slidesparse.kernels import launch
     from slidesparse.kernels import reference as R
     from slidesparse.kernels import triton_kernels as tk
@@ -244,7 +245,7 @@ def test_every_launch_config_is_exact(gen):
 
     for kernel, K, pattern in (("quant", 2048, None), ("quant", 18944, "2_10"), ("rmsnorm_quant", 3584, "2_8"),
                                ("rmsnorm_quant", 5120, None), ("silu_mul_quant", 18944, "2_10"),
-                               ("silu_mul_quant", 13824, None)):
+                               ("silu_mul_quant", 13824, None), ("quant", 3072, "2_6"), ("silu_mul_quant", 8192, "2_8")):
         pat = _pat(pattern)
         if kernel == "silu_mul_quant":
             x = _rand_x(64, 2 * K, gen)
@@ -262,7 +263,7 @@ def test_every_launch_config_is_exact(gen):
         seen = set()
         for cfg in candidate_configs(kernel, K, pattern):
             shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"], cfg.get("PERSIST", 0),
-                     cfg.get("HOIST_W", 0))
+                     cfg.get("HOIST_W", 0), cfg.get("BLOCK_G", 0), cfg["num_warps"] if cfg.get("BLOCK_G") else 0)
             if shape in seen:  # warps and window blocks do not change which code runs; keeps compiles few
                 continue
             seen.add(shape)

@@ -36,18 +36,24 @@ DEFAULT_SEARCH_DIR = Path("search")
 M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
-    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W"),
+    "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W",
+              "BLOCK_G"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
+           "BLOCK_G": (0, 16384),
            "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
 # key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
 # row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
 # held whole in registers (ONE_CHUNK), dense or lifted by SCATTER, and is ignored elsewhere.
 # HOIST_W (needs PERSIST; RMSNorm only): the weight is loaded once per program, not per row.
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0}
+# BLOCK_G (lifted rows only): > 0 holds the row as pair tiles of BLOCK_G groups (plus, with SPLIT,
+# up to two smaller tiles) and writes each window from registers with a 4-byte store, or a group's
+# windows with one 8- or 16-byte store at 4:6 / 8:10 (``quant_kernel_pairs``);
+# it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -62,6 +68,55 @@ SILU_PERSIST = 1
 
 def rms_persist(K: int) -> int:
     return 3 if K <= 6144 else 2
+
+
+# Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
+# re-reads on the H100 (tools/lift_variants.py, int8, M = 16384, % of copy bandwidth; docs/PERF.md).
+# SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps); rows not listed keep the scatter.
+SILU_PAIRS = {(8192, 8): (1024, 0, 32), (13824, 8): (2048, 0, 8), (18944, 8): (2048, 1, 16),
+              (13824, 10): (1024, 1, 8), (18944, 10): (2048, 0, 32)}
+PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows store 4-byte words per window, not measured
+# FP8 bytes are encoded in integer ops in the pair kernel (triton_kernels._fp8_bits), which costs
+# more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same tool, fp8),
+# per (kernel, K, L): (BLOCK_G, SPLIT, num_warps).
+FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4), ("rmsnorm_quant", 5120, 10): (512, 0, 4),
+             ("silu_mul_quant", 13824, 8): (1024, 1, 8), ("silu_mul_quant", 13824, 10): (1024, 1, 8),
+             ("silu_mul_quant", 18944, 10): (2048, 0, 32)}
+
+
+def pair_groups(K: int, L: int) -> int:
+    """Groups a pair-tile launch must cover: those with a slid column below gemm_k (ops.gemm_k)."""
+    return -(-Pattern(L).slid_k(K) // (2 * L - 4))
+
+
+def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
+    """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps}), or None to keep the
+    other kernels. Plain quant up to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at
+    K = 3072 / 8192 8:10): about two groups a thread in one tile of the next power of two. RMSNorm (4 warps):
+    one tile up to 256 groups, else the largest power of two plus one more tile (2048-5120: 77-87 % ->
+    80-96 %); a row that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %).
+    FP8: the measured cases of FP8_PAIRS only."""
+    if L not in PAIR_WINDOWS:
+        return None
+    if fp8:
+        got = FP8_PAIRS.get((kernel, K, L))
+        return None if got is None else {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2]}
+    need = pair_groups(K, L)
+    if kernel == "silu_mul_quant":
+        got = SILU_PAIRS.get((K, L))
+        return None if got is None else {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2]}
+    if kernel == "quant":
+        if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
+            return None
+        return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64))))}
+    if kernel == "rmsnorm_quant" and need <= 8192:
+        if need <= 256:
+            return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": 4}
+        bg = 1 << (need.bit_length() - 1)
+        if need - bg > 128 and need != 2 * bg:  # rest in two tiles: three in all
+            return None
+        return {"BLOCK_G": bg, "SPLIT": int(need > bg), "num_warps": 4}
+    return None
 
 
 def _is_fp8(dtype) -> bool:
@@ -115,8 +170,12 @@ def entry_key(kernel: str, K: int, dtype, pattern) -> str:
     return f"{kernel}/{norm_dtype(kernel, dtype)}/{pat}/{int(K)}"
 
 
-def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
+def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool = True) -> dict:
     """Untuned launch config, from H100 sweeps (bf16 input, M = 4096..65536, % of copy bandwidth).
+
+    Lifted rows take pair tiles (BLOCK_G, see ``pair_config``) where those measured faster, unless
+    ``pairs`` is False (the config of the other kernels, for comparisons); the rest of this
+    docstring is about those.
 
     Rows whose next power of two is <= 8192 (32768 for a lifted quant, two tiles for a long SiLU
     row) are read once into registers; short plain rows go two per program. A plain lifted row
@@ -135,6 +194,10 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None) -> dict:
     if _family(kernel) == "dequant":
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
     lifted = norm_pattern(pattern) not in ("dense", "2_4")
+    if lifted and pairs:
+        got = pair_config(kernel, K, Pattern.parse(pattern).window, _is_fp8(dtype))
+        if got is not None:
+            return {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_stages": 1, **got}
     kp = _next_pow2(max(K, 32))
     rows, block_w, extra = 1, 256, {}
     if kernel == "silu_mul_quant":
@@ -189,8 +252,9 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
         if not isinstance(v, int) or isinstance(v, bool):
             raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
         lo, hi = _LIMITS[k]
-        if not lo <= v <= hi or (k in _POW2 and v & (v - 1)):
-            raise ValueError(f"{where}: {k}={v} must be {'a power of 2 ' if k in _POW2 else ''}in [{lo}, {hi}]")
+        if not lo <= v <= hi or ((k in _POW2 or (k == "BLOCK_G" and v)) and v & (v - 1)):
+            kind = "a power of 2 " if k in _POW2 else "0 or a power of 2 " if k == "BLOCK_G" else ""
+            raise ValueError(f"{where}: {k}={v} must be {kind}in [{lo}, {hi}]")
         out[k] = v
     if out.get("HOIST_W") and not out.get("PERSIST"):
         raise ValueError(f"{where}: HOIST_W=1 needs PERSIST > 0 (the weight is loaded once per persistent program)")

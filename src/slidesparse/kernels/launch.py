@@ -74,6 +74,8 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     A config with PERSIST > 0 whose rows fit in registers (ONE_CHUNK) and are written densely or
     scattered launches ``quant_kernel_persist`` instead: min(row tiles, SMs * PERSIST) programs
     (``sm_count``), the grid a function of M and the config only (CUDA-graph capturable). Same bits.
+    A lifted row whose config has BLOCK_G > 0 and whose windows fit its tiles (``pair_tiles``)
+    launches ``quant_kernel_pairs`` (before any of that). Same bits.
     """
     check_x(x, "gate_up" if producer == tk.SILU_MUL else "x")
     qd = qdtype if qdtype in _QMAX else parse_qdtype(qdtype)
@@ -106,6 +108,17 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     rows = int(config["ROWS"])
     block_k, block_k2, kin, one_chunk, scatter = tiling(K, kout, L, config)
     tail = 1 << (2 * L + 27).bit_length() if scatter else 1
+    groups = pair_tiles(kout, L, config)
+    if groups is not None:
+        tk.quant_kernel_pairs[(triton_cdiv(Mp, rows),)](
+            x, weight if weight is not None else x, q, s,
+            M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps),
+            QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+            BG=groups[0], BG2=groups[1], BG3=groups[2], ROWS=rows,
+            num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
+            enable_fp_fusion=False,
+        )
+        return q, s
     persist = int(config.get("PERSIST", 0))
     if persist and one_chunk and (L == 0 or scatter):
         bk2, bk3 = persist_tiles(kin, block_k, block_k2)
@@ -197,16 +210,39 @@ def tiling(K: int, kout: int, L: int, config: dict) -> tuple[int, int, int, bool
     return block_k, 0, kin, False, scatter
 
 
+def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
+    """The group tiles (BG, BG2, BG3) of a pair-tile launch (``quant_kernel_pairs``), or None when
+    the config does not ask for one (BLOCK_G 0), the row is not lifted, or its windows do not fit:
+    the tiles must cover every group with a slid column below KOUT, BLOCK_G groups, and with SPLIT
+    at most BLOCK_G more in at most two power-of-two tiles of at least a group a thread (a smaller
+    tile is replicated over the threads, and its layout conversions go through shared memory):
+    2368 = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16."""
+    block_g = int(config.get("BLOCK_G", 0))
+    if not block_g or L == 0:
+        return None
+    need = -(-kout // (2 * L - 4))
+    if need <= block_g:
+        return block_g, 0, 0
+    if not config.get("SPLIT", 0) or need - block_g > block_g:
+        return None
+    return (block_g, *_two_tiles(need - block_g, min(block_g, 32 * int(config["num_warps"]))))
+
+
+def _two_tiles(rest: int, smallest: int) -> tuple[int, int]:
+    """``rest`` > 0 items in at most two power-of-two tiles of at least ``smallest``: the largest
+    power of two <= rest, then the next power of two >= what is left (0 when nothing is)."""
+    b2 = max(smallest, 1 << (rest.bit_length() - 1))
+    rem = rest - b2
+    return b2, (max(smallest, 1 << (rem - 1).bit_length()) if rem > 0 else 0)
+
+
 def persist_tiles(kin: int, block_k: int, block_k2: int) -> tuple[int, int]:
     """(BLOCK_K2, BLOCK_K3) of a persistent (PERSIST) launch: the columns past BLOCK_K in at most
     two power-of-two tiles of at least 32 (13824 = 8192 + 4096 + 2048 rather than 8192 + 8192;
     5120 = 4096 + 1024), or none when ``tiling`` gave one tile (``block_k2`` 0)."""
     if block_k2 == 0:
         return 0, 0
-    rest = kin - block_k
-    b2 = max(32, 1 << (rest.bit_length() - 1))
-    rem = rest - b2
-    return b2, (max(32, 1 << (rem - 1).bit_length()) if rem > 0 else 0)
+    return _two_tiles(kin - block_k, 32)
 
 
 SOFT_SMS = 4  # the "SM count" of a persistent grid under the interpreter / on the CPU: several rows a program

@@ -509,6 +509,243 @@ def quant_kernel_persist(
                 BLOCK_K, BLOCK_K2, BLOCK_K3, ROWS, TAIL, HOIST_W)
 
 
+# ------------------------------------------------------------------------------------------------
+# Lifted rows held as pair tiles (config key BLOCK_G): windows built in registers, 4-byte stores
+# ------------------------------------------------------------------------------------------------
+
+@triton.jit
+def _g_cols(g0, BG: tl.constexpr, j: tl.constexpr, L: tl.constexpr):
+    """Input columns of pair j, (g*L + 2j, g*L + 2j + 1), of the groups [g0, g0 + BG): [1, BG, 2]."""
+    g = g0 + tl.arange(0, BG)[None, :, None]
+    return g * L + 2 * j + tl.arange(0, 2)[None, None, :]
+
+
+@triton.jit
+def _g_load(x_rows, g0, K, live, L: tl.constexpr, BG: tl.constexpr):
+    """The raw values of each pair of the groups [g0, g0 + BG) of the rows ``x_rows`` points at
+    ([ROWS, 1, 1]): a tuple of L/2 tiles [ROWS, BG, 2], zeros at columns >= K and where ``live`` is False.
+    L = 8: one [ROWS, BG, 8] load (16-byte accesses, a group a thread) unzipped in registers;
+    otherwise a 4-byte load per pair (a group of 2L bytes is only 4-byte aligned)."""
+    if L == 8:
+        c = (g0 + tl.arange(0, BG)[None, :, None]) * L + tl.arange(0, 8)[None, None, :]
+        raw = tl.load(x_rows + c, mask=live & (c < K), other=0.0)
+        # [.., 8] = pairs (jhi, jlo) of two columns e -> [.., e, jhi, jlo]; splitting jlo then jhi
+        t = tl.permute(tl.reshape(raw, [raw.shape[0], BG, 2, 2, 2]), (0, 1, 4, 2, 3))
+        even, odd = tl.split(t)                 # j = 0, 2 | j = 1, 3: [.., e, jhi]
+        p0, p2 = tl.split(even)
+        p1, p3 = tl.split(odd)
+        out = (p0, p1, p2, p3)
+    else:
+        out = ()
+        for j in tl.static_range(L // 2):
+            c = _g_cols(g0, BG, j, L)
+            out = out + (tl.load(x_rows + c, mask=live & (c < K), other=0.0),)
+    return out
+
+
+@triton.jit
+def _g_f32(raw, SOFT: tl.constexpr):
+    out = ()
+    for j in tl.static_range(len(raw)):
+        out = out + (_f32(raw[j], SOFT),)
+    return out
+
+
+@triton.jit
+def _g_absmax(t):
+    """max |v| over every tile of the tuple ``t`` (tiles of one shape), per row: [ROWS]. The tiles
+    are combined elementwise first, so the row takes one block-wide reduction, not one a tile."""
+    m = tl.abs(t[0])
+    for j in tl.static_range(1, len(t)):
+        m = tl.maximum(m, tl.abs(t[j]))
+    return tl.max(tl.max(m, axis=2), axis=1)
+
+
+@triton.jit
+def _g_ssq(xs, up):
+    """The fixed-point sum of squares (``_ssq_scales``'s ``up`` [ROWS, 1, 1]) over the tuple ``xs``:
+    int64 addition is exact, so summing the tiles elementwise first gives the reference's sum."""
+    v = xs[0] * up
+    acc = (v * v).to(tl.int64)
+    for j in tl.static_range(1, len(xs)):
+        v = xs[j] * up
+        acc = acc + (v * v).to(tl.int64)
+    return tl.sum(tl.sum(acc, axis=2), axis=1)
+
+
+@triton.jit
+def _g_h(raw, raw_up, xs, rstd, w_ptr, g0, K, L: tl.constexpr, BG: tl.constexpr,
+         PRODUCER: tl.constexpr, SOFT: tl.constexpr):
+    """h of each pair tile (``_produce``'s arithmetic, op for op). RMSNorm: ``xs`` is x in float32."""
+    out = ()
+    for j in tl.static_range(L // 2):
+        if PRODUCER == 1:
+            c = _g_cols(g0, BG, j, L)
+            h = _rms_h(xs[j], rstd, w_ptr, c, K, SOFT)
+        elif PRODUCER == 2:
+            h = _silu_mul(_f32(raw[j], SOFT), _f32(raw_up[j], SOFT), SOFT)
+        else:
+            h = _f32(raw[j], SOFT)
+        out = out + (h,)
+    return out
+
+
+@triton.jit
+def _g_window(a, b):
+    """Window bytes (a0, a1, b0, b1) of pair tiles a, b [ROWS, BG, 2]: [ROWS, BG, 4]. The join
+    gives [.., column, pair]; the permute puts pair a's two bytes first."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 1, 3, 2)), [a.shape[0], a.shape[1], 4])
+
+
+@triton.jit
+def _g_cat(a, b):
+    """[.., n] and [.., n] -> [.., 2n]: a's n bytes, then b's."""
+    n: tl.constexpr = a.shape[2]
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 1, 3, 2)), [a.shape[0], a.shape[1], 2 * n])
+
+
+@triton.jit
+def _g_emit(q_rows, hs, inv, keep, g0, KOUT, L: tl.constexpr, BG: tl.constexpr,
+            QFP8: tl.constexpr, SOFT: tl.constexpr):
+    """Quantize the pair tiles ``hs`` and write the windows of groups [g0, g0 + BG): window j of
+    group g is pairs j and j + 1, slid columns 4*(g*(L/2 - 1) + j) .. + 3. L = 6 and 10: a group's
+    2 or 4 windows as one 8- or 16-byte store; otherwise one 4-byte store a window. Columns >= KOUT
+    are not written (KOUT is a multiple of 32, so a store is all in or all out). FP8 bytes come from
+    ``_fp8_bits`` (same bits as ``_quantize``)."""
+    NW: tl.constexpr = L // 2 - 1
+    g = g0 + tl.arange(0, BG)[None, :, None]
+    q = ()
+    for j in tl.static_range(L // 2):
+        if QFP8:
+            q = q + (_fp8_bits(tl.minimum(tl.maximum(hs[j] * inv, -448.0), 448.0)),)
+        else:
+            q = q + (_quantize(hs[j] * inv, QFP8, SOFT),)
+    if L == 6 or L == 10:
+        out = _g_cat(_g_window(q[0], q[1]), _g_window(q[1], q[2]))
+        if L == 10:
+            out = _g_cat(out, _g_cat(_g_window(q[2], q[3]), _g_window(q[3], q[4])))
+        col = g * (4 * NW) + tl.arange(0, 4 * NW)[None, None, :]
+        tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (g * (4 * NW) < KOUT))
+    else:
+        lane = tl.arange(0, 4)[None, None, :]
+        for j in tl.static_range(NW):
+            col = (g * NW + j) * 4 + lane
+            tl.store(q_rows + col, _g_window(q[j], q[j + 1]).to(q_rows.dtype.element_ty, bitcast=True),
+                     mask=keep & (col < KOUT))
+
+
+@triton.jit
+def _fp8_bits(v):
+    """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448, clamped): round to nearest even,
+    as the hardware conversion, in integer and float32 ops only. The pair kernel joins these bytes:
+    joining the converted fp8 pairs made ptxas (Triton 3.6's) pack the pairs that two windows share
+    into the words' upper halves from a wrong register (F2FP ... MERGE_C; H100, 2026-12-06).
+    |v| is rounded to the e4m3 grid by the magic-number add of ``_quantize``'s soft path; a normal
+    result's exponent and top 3 mantissa bits are then the byte (rebiased), a subnormal is r * 2**9."""
+    bits = v.to(tl.int32, bitcast=True)
+    mag_bits = bits & 0x7FFFFFFF
+    e = tl.maximum(mag_bits >> 23, 121)
+    magic = (((e + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
+    r = (mag_bits.to(tl.float32, bitcast=True) + magic) - magic
+    rb = r.to(tl.int32, bitcast=True)
+    mag = tl.where(rb >= (121 << 23), (rb >> 20) - 960, (r * 512.0).to(tl.int32))
+    return (mag | ((bits >> 24) & 0x80)).to(tl.int8)
+
+
+@triton.jit
+def quant_kernel_pairs(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
+    position j < L/2 of a group, a tile [ROWS, groups, 2] of its two columns (up to three group tiles
+    of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). h is produced
+    once per input column, and each window (pairs j, j + 1 of a group) is joined in registers and
+    written with 4-byte stores (one 8- or 16-byte store a group where its windows fill one), where
+    the scatter (``_emit``) needs two 2-byte stores a pair and index division. Same arithmetic op
+    for op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a
+    window whose columns are >= K quantizes zeros).
+
+    A thread holds whole groups, so its loads and stores stride over 2L (resp. 2L - 4) bytes: with
+    L = 8 the loads are 16 aligned bytes a group (one access, unzipped in registers); with other L a
+    warp's 4-byte pair loads touch L/2 times the lines they use, which measured slower than the
+    scatter on the H100 (docs/PERF.md), so the defaults take this kernel for 6:8 rows."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    live = (rows < M)[:, None, None]
+    rows64 = rows.to(tl.int64)
+    x_rows = x_ptr + rows64[:, None, None] * stride_xm          # [ROWS, 1, 1]
+    g2: tl.constexpr = BG
+    g3: tl.constexpr = BG + BG2
+    dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
+    ra = _g_load(x_rows, 0, K, live, L, BG)
+    ua = dummy
+    rb = dummy
+    ub = dummy
+    rc = dummy
+    uc = dummy
+    if PRODUCER == 2:
+        ua = _g_load(x_rows + inter, 0, K, live, L, BG)
+    if BG2 > 0:
+        rb = _g_load(x_rows, g2, K, live, L, BG2)
+        if PRODUCER == 2:
+            ub = _g_load(x_rows + inter, g2, K, live, L, BG2)
+    if BG3 > 0:
+        rc = _g_load(x_rows, g3, K, live, L, BG3)
+        if PRODUCER == 2:
+            uc = _g_load(x_rows + inter, g3, K, live, L, BG3)
+
+    xa = dummy
+    xb = dummy
+    xc = dummy
+    if PRODUCER == 1:  # pass 0: rstd from the fixed-point sum of squares (reference.sum_squares)
+        xa = _g_f32(ra, SOFT)
+        amx = _g_absmax(xa)
+        if BG2 > 0:
+            xb = _g_f32(rb, SOFT)
+            amx = tl.maximum(amx, _g_absmax(xb))
+        if BG3 > 0:
+            xc = _g_f32(rc, SOFT)
+            amx = tl.maximum(amx, _g_absmax(xc))
+        up, down = _ssq_scales(amx)
+        up = up[:, :, None]
+        ssq = _g_ssq(xa, up)
+        if BG2 > 0:
+            ssq = ssq + _g_ssq(xb, up)
+        if BG3 > 0:
+            ssq = ssq + _g_ssq(xc, up)
+        rstd = _rstd(ssq, down, kf, eps, ROWS)[:, :, None]
+    else:
+        rstd = tl.full([ROWS, 1, 1], 1.0, tl.float32)
+
+    # pass 1: absmax of h
+    ha = _g_h(ra, ua, xa, rstd, w_ptr, 0, K, L, BG, PRODUCER, SOFT)
+    amax = _g_absmax(ha)
+    hb = ha
+    hc = ha
+    if BG2 > 0:
+        hb = _g_h(rb, ub, xb, rstd, w_ptr, g2, K, L, BG2, PRODUCER, SOFT)
+        amax = tl.maximum(amax, _g_absmax(hb))
+    if BG3 > 0:
+        hc = _g_h(rc, uc, xc, rstd, w_ptr, g3, K, L, BG3, PRODUCER, SOFT)
+        amax = tl.maximum(amax, _g_absmax(hc))
+    amax = tl.maximum(amax, FLOOR)
+    inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
+    tl.store(s_ptr + rows, tl.math.div_rn(amax, tl.full([ROWS], QMAX, tl.float32)), mask=rows < M_PAD)
+
+    # pass 2: quantize and write the windows
+    keep = (rows < M_PAD)[:, None, None]
+    q_rows = q_ptr + rows64[:, None, None] * stride_qm
+    inv3 = inv[:, None, None]
+    _g_emit(q_rows, ha, inv3, keep, 0, KOUT, L, BG, QFP8, SOFT)
+    if BG2 > 0:
+        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, L, BG2, QFP8, SOFT)
+    if BG3 > 0:
+        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, L, BG3, QFP8, SOFT)
+
+
 @triton.jit
 def dequant_kernel(
     acc_ptr, sa_ptr, sb_ptr, bias_ptr, out_ptr, M, N, stride_am, stride_om,

@@ -17,8 +17,8 @@ from ..quant import torch_qdtype
 from . import launch
 from . import triton_kernels as tk
 from .configs import (
-    DEFAULT_SEARCH_DIR, FILENAME, KERNELS, QUANT_KERNELS, default_config, entry_key, norm_dtype, save_entries,
-    validate_config,
+    DEFAULT_SEARCH_DIR, FILENAME, KERNELS, QUANT_KERNELS, default_config, entry_key, norm_dtype, pair_groups,
+    save_entries, validate_config,
 )
 from .timing import require_cuda, rotation_sets, time_us
 
@@ -58,6 +58,8 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
         if K <= 4096:
             out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
         out += _persist_candidates(kernel, K, pattern)
+        if lifted:
+            out += pair_candidates(int(K), Pattern.parse(pattern))
     seen, uniq = set(), []
     for c in map(lambda c: validate_config(kernel, c), out):  # validated first: optional keys filled in
         key = tuple(sorted(c.items()))
@@ -65,6 +67,23 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
             seen.add(key)
             uniq.append(c)
     return uniq
+
+
+def pair_candidates(K: int, pattern: Pattern) -> list[dict]:
+    """Pair-tile (BLOCK_G) configs for a lifted row: the groups in one tile of the next power of two,
+    or in a tile of half that plus up to two more (SPLIT), at 4 to 32 warps, keeping about 1 to 8
+    groups a thread (H100 best cases: 1-8, tools/lift_variants.py)."""
+    need = pair_groups(K, pattern.window)
+    up = 1 << (need - 1).bit_length()
+    out = []
+    for nw in (4, 8, 16, 32):
+        if not 0.75 <= need / (32 * nw) <= 8:
+            continue
+        for bg, split in ((up, 0), (up // 2, 1)):
+            if bg >= 1 and not (split and need <= bg):
+                out.append({"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
+                            "BLOCK_G": bg, "SPLIT": split})
+    return out
 
 
 def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
@@ -75,7 +94,7 @@ def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
     nor SiLU rows past 16384 (two rows of 18944 do not fit the registers: spills, H100 73 -> 50 %)."""
     if kernel not in ("rmsnorm_quant", "silu_mul_quant") or (kernel == "silu_mul_quant" and K > 16384):
         return []
-    base = default_config(kernel, K, "int8", pattern)
+    base = default_config(kernel, K, "int8", pattern, pairs=False)  # variants of the scatter / dense rows
     p = None if pattern is None else Pattern.parse(pattern)
     L = 0 if p is None or p.window == 4 else p.window
     kout = launch.out_k(K, p)
