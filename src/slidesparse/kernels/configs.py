@@ -80,8 +80,8 @@ PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows store 4-byte words per win
 # more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same tool, fp8),
 # per (kernel, K, L): (BLOCK_G, SPLIT, num_warps).
 FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4), ("rmsnorm_quant", 5120, 10): (512, 0, 4),
-             ("silu_mul_quant", 13824, 8): (1024, 1, 8), ("silu_mul_quant", 13824, 10): (1024, 1, 8),
-             ("silu_mul_quant", 18944, 10): (2048, 0, 32)}
+             ("silu_mul_quant", 8192, 8): (512, 1, 8), ("silu_mul_quant", 13824, 8): (1024, 1, 8),
+             ("silu_mul_quant", 13824, 10): (1024, 1, 8), ("silu_mul_quant", 18944, 10): (2048, 0, 32)}
 
 
 def pair_groups(K: int, L: int) -> int:
