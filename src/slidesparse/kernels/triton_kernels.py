@@ -510,7 +510,7 @@ def quant_kernel_persist(
 
 
 # ------------------------------------------------------------------------------------------------
-# Lifted rows held as pair tiles (config key BLOCK_G): windows built in registers, 4-byte stores
+# Lifted rows held as pair tiles (config key BLOCK_G): windows built in registers, word stores
 # ------------------------------------------------------------------------------------------------
 
 @triton.jit
@@ -669,10 +669,12 @@ def quant_kernel_pairs(
     for op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a
     window whose columns are >= K quantizes zeros).
 
-    A thread holds whole groups, so its loads and stores stride over 2L (resp. 2L - 4) bytes: with
-    L = 8 the loads are 16 aligned bytes a group (one access, unzipped in registers); with other L a
-    warp's 4-byte pair loads touch L/2 times the lines they use, which measured slower than the
-    scatter on the H100 (docs/PERF.md), so the defaults take this kernel for 6:8 rows."""
+    A thread holds whole groups, so a warp's accesses stride over 2L bytes (loads) and 2L - 4 bytes
+    (stores). Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window
+    stores a group ran at 77 % of copy, with one 16-byte store 100 %. With L = 8 the loads are one
+    16-byte access a group, unzipped in registers; other L load each pair with a 4-byte access.
+    FP8 bytes come from integer ops (``_fp8_bits``), slower than INT8's rounding: the defaults
+    (``configs.pair_config``) take this kernel where it measured faster, per dtype."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     live = (rows < M)[:, None, None]
     rows64 = rows.to(tl.int64)
