@@ -86,7 +86,9 @@ FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4), ("rmsnorm_quant", 5120, 10): (51
 
 def pair_groups(K: int, L: int) -> int:
     """Groups a pair-tile launch must cover: those with a slid column below gemm_k (ops.gemm_k)."""
-    return -(-Pattern(L).slid_k(K) // (2 * L - 4))
+    from .launch import window_groups  # noqa: PLC0415
+
+    return window_groups(Pattern(L).slid_k(K), L)
 
 
 def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:

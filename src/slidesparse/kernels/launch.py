@@ -220,12 +220,17 @@ def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
     block_g = int(config.get("BLOCK_G", 0))
     if not block_g or L == 0:
         return None
-    need = -(-kout // (2 * L - 4))
+    need = window_groups(kout, L)
     if need <= block_g:
         return block_g, 0, 0
     if not config.get("SPLIT", 0) or need - block_g > block_g:
         return None
     return (block_g, *_two_tiles(need - block_g, min(block_g, 32 * int(config["num_warps"]))))
+
+
+def window_groups(kout: int, L: int) -> int:
+    """Groups of window L with a slid column below ``kout`` (each group has 2L - 4 slid columns)."""
+    return -(-kout // (2 * L - 4))
 
 
 def _two_tiles(rest: int, smallest: int) -> tuple[int, int]:

@@ -591,15 +591,9 @@ def _g_h(raw, raw_up, xs, rstd, w_ptr, g0, K, L: tl.constexpr, BG: tl.constexpr,
 
 
 @triton.jit
-def _g_window(a, b):
-    """Window bytes (a0, a1, b0, b1) of pair tiles a, b [ROWS, BG, 2]: [ROWS, BG, 4]. The join
-    gives [.., column, pair]; the permute puts pair a's two bytes first."""
-    return tl.reshape(tl.permute(tl.join(a, b), (0, 1, 3, 2)), [a.shape[0], a.shape[1], 4])
-
-
-@triton.jit
 def _g_cat(a, b):
-    """[.., n] and [.., n] -> [.., 2n]: a's n bytes, then b's."""
+    """[ROWS, BG, n] and [ROWS, BG, n] -> [ROWS, BG, 2n]: a's n values, then b's (two pair tiles give
+    a window's bytes). The join gives [.., value, which]; the permute puts all of a first."""
     n: tl.constexpr = a.shape[2]
     return tl.reshape(tl.permute(tl.join(a, b), (0, 1, 3, 2)), [a.shape[0], a.shape[1], 2 * n])
 
@@ -621,16 +615,16 @@ def _g_emit(q_rows, hs, inv, keep, g0, KOUT, L: tl.constexpr, BG: tl.constexpr,
         else:
             q = q + (_quantize(hs[j] * inv, QFP8, SOFT),)
     if L == 6 or L == 10:
-        out = _g_cat(_g_window(q[0], q[1]), _g_window(q[1], q[2]))
+        out = _g_cat(_g_cat(q[0], q[1]), _g_cat(q[1], q[2]))
         if L == 10:
-            out = _g_cat(out, _g_cat(_g_window(q[2], q[3]), _g_window(q[3], q[4])))
+            out = _g_cat(out, _g_cat(_g_cat(q[2], q[3]), _g_cat(q[3], q[4])))
         col = g * (4 * NW) + tl.arange(0, 4 * NW)[None, None, :]
         tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (g * (4 * NW) < KOUT))
     else:
         lane = tl.arange(0, 4)[None, None, :]
         for j in tl.static_range(NW):
             col = (g * NW + j) * 4 + lane
-            tl.store(q_rows + col, _g_window(q[j], q[j + 1]).to(q_rows.dtype.element_ty, bitcast=True),
+            tl.store(q_rows + col, _g_cat(q[j], q[j + 1]).to(q_rows.dtype.element_ty, bitcast=True),
                      mask=keep & (col < KOUT))
 
 
