@@ -5,8 +5,9 @@
                                                   [--threads 8] [--reps 30]
 
 For each case (kernel, K or I, pattern, quantized dtype) and M: times the default config
-(``configs.default_config``), the default without pair tiles ('no-pairs'), every pair-tile candidate (``tune.pair_candidates``) and a device-to-device
-copy of the same bytes, in one process on rotated fresh random inputs (``kernels.timing``); each
+(``configs.default_config``), the default without pair tiles ('no-pairs'), every pair-tile
+candidate (``tune.pair_candidates``) and a device-to-device copy of the same bytes, in one
+process on rotated fresh random inputs (``kernels.timing``); each
 candidate's output must equal the default's bit for bit, or the candidate is reported as a mismatch
 and not timed. Kernels are compiled first in a thread pool (``--threads``). Prints a table (% of copy
 bandwidth; best candidate) and writes OUT_DIR/lift_variants.csv. Default cases: the lifted rows the

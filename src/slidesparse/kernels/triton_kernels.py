@@ -62,23 +62,27 @@ def _quantize(v, QFP8: tl.constexpr, SOFT: tl.constexpr):
     """v = h * inv (float32) -> int8 (clamp +-127, rint half-even) or e4m3 (clamp +-448, RNE)."""
     if QFP8:
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
-        if SOFT:
-            # Round |v| to the e4m3 grid by adding 1.5 * 2**(exponent-of-the-grid + 23): the float32
-            # add then rounds to a multiple of the e4m3 quantum (ties to even). Below 2**-6 the
-            # quantum stays 2**-9 (subnormals). The exact result then converts without rounding.
-            bits = v.to(tl.int32, bitcast=True)
-            mag_bits = bits & 0x7FFFFFFF
-            e = tl.maximum(mag_bits >> 23, 121)
-            magic = (((e + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
-            r = (mag_bits.to(tl.float32, bitcast=True) + magic) - magic
-            r_bits = r.to(tl.int32, bitcast=True) | (bits ^ mag_bits)
-            q = r_bits.to(tl.float32, bitcast=True).to(tl.float8e4nv)
+        if SOFT:  # the exact grid value converts without rounding
+            r, sign = _e4m3_grid(v)
+            q = (r.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True).to(tl.float8e4nv)
         else:
             q = v.to(tl.float8e4nv, fp_downcast_rounding="rtne")
     else:
         v = tl.minimum(tl.maximum(v, -127.0), 127.0)
         q = (v + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
     return q
+
+
+@triton.jit
+def _e4m3_grid(v):
+    """|v| (float32, <= 448) rounded to the e4m3 grid, ties to even, and v's sign bit (int32):
+    adding 1.5 * 2**(exponent-of-the-grid + 23) makes the float32 add round to a multiple of the
+    e4m3 quantum; below 2**-6 the quantum stays 2**-9 (subnormals)."""
+    bits = v.to(tl.int32, bitcast=True)
+    mag_bits = bits & 0x7FFFFFFF
+    e = tl.maximum(mag_bits >> 23, 121)
+    magic = (((e + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
+    return (mag_bits.to(tl.float32, bitcast=True) + magic) - magic, bits ^ mag_bits
 
 
 @triton.jit
@@ -634,16 +638,12 @@ def _fp8_bits(v):
     as the hardware conversion, in integer and float32 ops only. The pair kernel joins these bytes:
     joining the converted fp8 pairs made ptxas (Triton 3.6's) pack the pairs that two windows share
     into the words' upper halves from a wrong register (F2FP ... MERGE_C; H100, 2026-12-06).
-    |v| is rounded to the e4m3 grid by the magic-number add of ``_quantize``'s soft path; a normal
-    result's exponent and top 3 mantissa bits are then the byte (rebiased), a subnormal is r * 2**9."""
-    bits = v.to(tl.int32, bitcast=True)
-    mag_bits = bits & 0x7FFFFFFF
-    e = tl.maximum(mag_bits >> 23, 121)
-    magic = (((e + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
-    r = (mag_bits.to(tl.float32, bitcast=True) + magic) - magic
+    |v| is rounded to the e4m3 grid (``_e4m3_grid``); a normal result's exponent and top 3 mantissa
+    bits are then the byte (rebiased), a subnormal is |r| * 2**9."""
+    r, sign = _e4m3_grid(v)
     rb = r.to(tl.int32, bitcast=True)
     mag = tl.where(rb >= (121 << 23), (rb >> 20) - 960, (r * 512.0).to(tl.int32))
-    return (mag | ((bits >> 24) & 0x80)).to(tl.int8)
+    return (mag | ((sign >> 24) & 0x80)).to(tl.int8)
 
 
 @triton.jit
