@@ -22,6 +22,28 @@ INTER = (8192, 13824, 18944)
 PATTERNS = (None, "2_6", "2_8", "2_10")  # 2:4 runs the plain path (its lift is the identity): see below
 
 
+try:  # the exhaustive SiLU-division check's kernel (Triton is there whenever CUDA tests run)
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+
+    from slidesparse.kernels import triton_kernels as _tk
+
+    @triton.jit
+    def _silu_division_kernel(bad_ptr, found_ptr, BLOCK: tl.constexpr, FOUND: tl.constexpr):
+        """Counts the float32 gates g (bit patterns pid*BLOCK ..) whose _silu_mul(g, 1) differs from
+        div_rn(g, 1 + exp(-g)) (NaN = NaN); the first FOUND of them (in no order) go to found_ptr."""
+        idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        g = idx.to(tl.uint32).to(tl.float32, bitcast=True)
+        got = _tk._silu_mul(g, 1.0, False)
+        want = tl.math.div_rn(g, 1.0 + libdevice.exp(-g))
+        differ = (got.to(tl.int32, bitcast=True) != want.to(tl.int32, bitcast=True)) & ((got == got) | (want == want))
+        slot = tl.atomic_add(bad_ptr + tl.zeros_like(idx), 1, mask=differ)
+        tl.store(found_ptr + slot, idx, mask=differ & (slot < FOUND))
+except ImportError:  # no Triton: the GPU tests skip anyway
+    _silu_division_kernel = None
+
+
 class Rng:
     """A CUDA generator with a fresh seed per test; the seed goes into failure messages."""
 
@@ -200,6 +222,19 @@ def test_silu_mul_quant_beyond_2_31_elements(gen):
         assert torch.equal(s[r0:r0 + 4096], sr), f"scales {r0}.. differ"
     del gu, q
     torch.cuda.empty_cache()
+
+
+def test_silu_division_at_every_float32():
+    """SiLU's division (``_div_by_1pe``: Newton steps, no slow path) equals div_rn at every float32
+    gate value, all 2**32 bit patterns (NaN = NaN): the gate of any bf16 / fp16 / fp32 input is one
+    of them, so this covers every input the kernels can see."""
+    bad = torch.zeros(1, dtype=torch.int64, device="cuda")
+    found = torch.zeros(16, dtype=torch.int64, device="cuda")
+    block = 8192
+    _silu_division_kernel[(2**32 // block,)](bad, found, BLOCK=block, FOUND=16, num_warps=8, enable_fp_fusion=False)
+    n = int(bad[0])
+    gates = found[:min(n, 16)].to(torch.int32).view(torch.float32).tolist()
+    assert n == 0, f"{n} float32 gate values differ from div_rn, e.g. {gates}"
 
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])

@@ -37,13 +37,13 @@ M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
     "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W",
-              "BLOCK_G"),
+              "BLOCK_G", "MAXNREG"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
-           "BLOCK_G": (0, 16384),
+           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255),
            "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
 # key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
 # row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
@@ -53,7 +53,9 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # up to two smaller tiles) and writes each window from registers with a 4-byte store, or a group's
 # windows with one 8- or 16-byte store at 4:6 / 8:10 (``quant_kernel_pairs``);
 # it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0}
+# MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
+# cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -258,6 +260,8 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
             kind = "a power of 2 " if k in _POW2 else "0 or a power of 2 " if k == "BLOCK_G" else ""
             raise ValueError(f"{where}: {k}={v} must be {kind}in [{lo}, {hi}]")
         out[k] = v
+    if out.get("MAXNREG") and out["MAXNREG"] < 32:
+        raise ValueError(f"{where}: MAXNREG={out['MAXNREG']} must be 0 (the compiler's choice) or in [32, 255]")
     if out.get("HOIST_W") and not out.get("PERSIST"):
         raise ValueError(f"{where}: HOIST_W=1 needs PERSIST > 0 (the weight is loaded once per persistent program)")
     if out.get("HOIST_W") and kernel != "rmsnorm_quant":

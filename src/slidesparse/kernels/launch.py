@@ -115,8 +115,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
             M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps),
             QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
             BG=groups[0], BG2=groups[1], BG3=groups[2], ROWS=rows,
-            num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
-            enable_fp_fusion=False,
+            **_compile_options(config),
         )
         return q, s
     persist = int(config.get("PERSIST", 0))
@@ -132,8 +131,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
             BLOCK_K=block_k, BLOCK_K2=bk2, BLOCK_K3=bk3, ROWS=rows, TAIL=tail,
             HOIST_W=bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM,
             N_ITER=triton_cdiv(tiles, grid) if _SOFT else 0,
-            num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
-            enable_fp_fusion=False,
+            **_compile_options(config),
         )
         return q, s
     kernel = tk.quant_kernel_static if _SOFT else tk.quant_kernel
@@ -144,10 +142,16 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
         QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
         ONE_CHUNK=one_chunk, SCATTER=scatter, BLOCK_K=block_k, BLOCK_K2=block_k2,
         BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=tail,
-        num_warps=int(config["num_warps"]), num_stages=int(config.get("num_stages", 1)),
-        enable_fp_fusion=False,
+        **_compile_options(config),
     )
     return q, s
+
+
+def _compile_options(config: dict) -> dict:
+    """The compile options of a quant launch: warps, stages, the register cap (MAXNREG, 0 = the
+    compiler's choice), and no FMA contraction (the exactness notes of ``triton_kernels``)."""
+    return {"num_warps": int(config["num_warps"]), "num_stages": int(config.get("num_stages", 1)),
+            "maxnreg": int(config.get("MAXNREG", 0)) or None, "enable_fp_fusion": False}
 
 
 def dequant(acc: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, bias: torch.Tensor | None,
