@@ -27,13 +27,14 @@ from slidesparse.kernels import triton_kernels as tk  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 
 
-def compile_one(fn, sig: dict, constexprs: dict, num_warps: int, div16=()):
+def compile_one(fn, sig: dict, constexprs: dict, num_warps: int, div16=(), maxnreg: int = 0):
     """div16: arguments the launch specializes as divisible by 16 (Triton does so for such integers
-    and 16-byte aligned pointers), as at the model shapes."""
+    and 16-byte aligned pointers), as at the model shapes; maxnreg: a config's MAXNREG (0: none)."""
     attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
     sig = dict(sig, **{k: "constexpr" for k in constexprs})
     return triton.compile(triton.compiler.ASTSource(fn, sig, constexprs, attrs), target=TARGET,
-                          options={"num_warps": num_warps, "enable_fp_fusion": False})
+                          options={"num_warps": num_warps, "enable_fp_fusion": False,
+                                   **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
 def spills(ck) -> str:
@@ -62,8 +63,8 @@ def persist_variants():
     yield from [
         ("rmsnorm_quant", 5120, None, "int8", {}, True), ("rmsnorm_quant", 5120, None, "fp8", {}, True),
         ("rmsnorm_quant", 8192, None, "fp8", {}, True), ("silu_mul_quant", 13824, None, "int8", {}, True),
-        ("silu_mul_quant", 13824, None, "fp8", {}, True), ("silu_mul_quant", 16384, None, "fp8", {}, True),
-        ("silu_mul_quant", 8192, None, "fp8", {}, True),
+        ("silu_mul_quant", 18944, None, "int8", {}, True), ("silu_mul_quant", 18944, None, "fp8", {}, True),
+        ("silu_mul_quant", 8192, None, "fp8", {"PERSIST": 1}, False),
         # scattered lifts, a plain row, two rows a tile, the weight loaded per row
         ("rmsnorm_quant", 3584, "2_8", "fp8", {"PERSIST": 2, "HOIST_W": 1}, False),
         ("silu_mul_quant", 13824, "2_10", "int8", {"PERSIST": 1}, False),
@@ -97,7 +98,7 @@ def persist_job(kernel, K, pattern, qd, over, base):
 
 def pair_jobs():
     """The pair-tile kernel (BLOCK_G) at every default config that selects it, for both quantized
-    dtypes: (name, signature, constexprs, num_warps). None of them may spill registers."""
+    dtypes: (name, signature, constexprs, num_warps, MAXNREG). None of them may spill registers."""
     from slidesparse.kernels import launch  # noqa: PLC0415
     from slidesparse.kernels.configs import default_config  # noqa: PLC0415
     from slidesparse.pattern import Pattern  # noqa: PLC0415
@@ -117,10 +118,11 @@ def pair_jobs():
                     if tiles is None:
                         continue
                     ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
-                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2],
+                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2], GQ=launch.group_unit(L, cfg),
                               ROWS=int(cfg["ROWS"]))
-                    yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']}",
-                           dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce, int(cfg["num_warps"]))
+                    yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{ce['GQ']}"
+                           f" r{cfg.get('MAXNREG', 0)}", dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,
+                           int(cfg["num_warps"]), int(cfg.get("MAXNREG", 0)))
 
 
 def quant_variants():
@@ -162,9 +164,15 @@ def main() -> int:
         name, sig, ce, nw = persist_job(kernel, K, pattern, qd, over, base)
         jobs.append((name, tk.quant_kernel_persist, sig, ce, nw, DIV16))
         checks[name] = check
-    for name, sig, ce, nw in pair_jobs():
-        jobs.append((name, tk.quant_kernel_pairs, sig, ce, nw, [a for a in DIV16 if a in sig]))
+    for name, sig, ce, nw, cap in pair_jobs():
+        jobs.append((name, tk.quant_kernel_pairs, sig, ce, nw, [a for a in DIV16 if a in sig], cap))
         checks[name] = True
+    # SiLU FP8 at I = 13824: the default caps registers at 64 (two programs an SM); it must not spill
+    sig = dict(base, q_ptr="*fp8e4nv")
+    ce = dict(QMAX=448.0, FLOOR=2.0 ** -100, QFP8=True, L=0, PRODUCER=tk.SILU_MUL, SOFT=False, ONE_CHUNK=True,
+              SCATTER=False, BLOCK_K=8192, BLOCK_K2=8192, BLOCK_W=1024, ROWS=1, TAIL=1)
+    jobs.append(("silu_mul_quant I=13824 fp8 default (MAXNREG 64)", tk.quant_kernel, sig, ce, 16, DIV16, 64))
+    checks[jobs[-1][0]] = True
     for name, fn, sig, ce, nw, *div16 in jobs:
         try:
             ck = compile_one(fn, sig, ce, nw, *div16)

@@ -157,26 +157,36 @@ def test_pair_tiles_cover_every_window(L):
             assert got[0] == cfg["BLOCK_G"] and sum(got) >= need
             assert all(t == 0 or t & (t - 1) == 0 for t in got)
             assert got[1] == 0 or sum(got[:2]) < need or got[2] == 0
-    assert launch.pair_tiles(800, 6, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 32, 32)  # 100 groups
+    assert launch.pair_tiles(1600, 10, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 32, 32)  # 100 groups
+    assert launch.pair_tiles(800, 6, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 64, 0)  # units of 2
+    assert launch.pair_tiles(800, 8, {"BLOCK_G": 2, "num_warps": 1}) is None  # less than a unit (4 groups)
     assert launch.pair_tiles(800, 0, {"BLOCK_G": 64, "num_warps": 1}) is None  # not lifted
+
+
+@pytest.mark.parametrize("L", range(6, 17, 2))
+def test_pair_unit_fills_16_byte_stores(L):
+    """A unit's windows (4 bytes each, L/2 - 1 a group) are a multiple of 16 bytes, with the fewest groups."""
+    unit = launch.pair_unit(L)
+    assert unit in (1, 2, 4) and unit * (L // 2 - 1) * 4 % 16 == 0
+    assert unit == 1 or (unit // 2) * (L // 2 - 1) * 4 % 16 != 0
 
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("producer", [tk.PLAIN, tk.RMSNORM, tk.SILU_MUL])
 def test_pair_kernel_three_tiles(producer, qd):
-    """K = 600 at 4:6 (100 groups): tiles of 64 + 32 + 32 groups, the last one partly past the row."""
+    """K = 1000 at 8:10 (100 groups): tiles of 64 + 32 + 32 groups, the last one partly past the row."""
     cfg = {**ONE, "BLOCK_G": 64, "SPLIT": 1, "ROWS": 2, "num_warps": 1}
-    assert launch.pair_tiles(launch.out_k(600, Pattern(6)), 6, cfg) == (64, 32, 32)
-    x = rand_x(5, 1200 if producer == tk.SILU_MUL else 600, torch.bfloat16, seed=6)
-    w = (torch.rand(600, generator=torch.Generator().manual_seed(2)) + 0.5).to(torch.bfloat16)
+    assert launch.pair_tiles(launch.out_k(1000, Pattern(10)), 10, cfg) == (64, 32, 32)
+    x = rand_x(5, 2000 if producer == tk.SILU_MUL else 1000, torch.bfloat16, seed=6)
+    w = (torch.rand(1000, generator=torch.Generator().manual_seed(2)) + 0.5).to(torch.bfloat16)
     kw = {"producer": producer, **({"weight": w, "eps": 1e-6} if producer == tk.RMSNORM else {})}
-    q, s = run_quant(x, qd, "2_6", cfg, **kw)
+    q, s = run_quant(x, qd, "2_10", cfg, **kw)
     if producer == tk.RMSNORM:
-        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, Pattern(6))
+        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, Pattern(10))
     elif producer == tk.SILU_MUL:
-        qr, sr = R.silu_mul_quant_ref(x, qd, Pattern(6), exp=np_exp)
+        qr, sr = R.silu_mul_quant_ref(x, qd, Pattern(10), exp=np_exp)
     else:
-        qr, sr = REF.quant(x, qd, Pattern(6))
+        qr, sr = REF.quant(x, qd, Pattern(10))
     assert_quant(q, s, qr, sr, 5, f"{producer} {qd}")
 
 
@@ -508,23 +518,27 @@ def test_default_config_persist_rule():
         for K in (5120, 8192):
             assert persist("rmsnorm_quant", K, qd, "6:8")[:2] == (0, 0)
         assert persist("rmsnorm_quant", 16384, qd)[:2] == (0, 0)  # not one chunk
-        # SiLU dense 8192 < I <= 16384: 16 warps, one program per SM
-        for inter in (8200, 13824, 16384):
-            assert persist("silu_mul_quant", inter, qd) == (1, 0, 16), inter
-        for inter in (2048, 4096, 18944, 27648):
+        # SiLU dense INT8 8192 < I <= 32768 and FP8 16384 < I <= 32768: 16 warps, one program per SM
+        for inter in (8200, 13824, 16384, 18944, 27648):
+            want = (0, 0, 16) if qd == "fp8" and inter <= 16384 else (1, 0, 16)
+            assert persist("silu_mul_quant", inter, qd) == want, (inter, qd)
+        for inter in (2048, 4096, 40000):
             assert persist("silu_mul_quant", inter, qd)[:2] == (0, 0), inter
         for pattern in ("6:8", "8:10"):
             assert persist("silu_mul_quant", 13824, qd, pattern)[:2] == (0, 0)
         for K in (2048, 5120, 13824):
             assert persist("quant", K, qd)[:2] == (0, 0)
-    # I = 8192: fp8 only (int8 measured no gain); an unknown dtype gets the int8 default
-    assert persist("silu_mul_quant", 8192, "fp8") == (1, 0, 16)
-    assert persist("silu_mul_quant", 8192, "e4m3") == (1, 0, 16)
-    assert persist("silu_mul_quant", 8192, "int8")[:2] == (0, 0)
-    assert persist("silu_mul_quant", 8192, None)[:2] == (0, 0)
+    # FP8 8192 < I <= 16384: two programs an SM by a register cap instead
+    assert C.default_config("silu_mul_quant", 13824, "fp8").get("MAXNREG") == 64
+    assert C.default_config("silu_mul_quant", 13824, "int8").get("MAXNREG", 0) == 0
+    # I = 8192: fp8 at 16 warps, int8 (and an unknown dtype, taken as int8) at 8; neither persistent
+    assert persist("silu_mul_quant", 8192, "fp8") == (0, 0, 16)
+    assert persist("silu_mul_quant", 8192, "e4m3") == (0, 0, 16)
+    assert persist("silu_mul_quant", 8192, "int8") == (0, 0, 8)
+    assert persist("silu_mul_quant", 8192, None) == (0, 0, 8)
     k = C.KernelConfigs("/nonexistent-dir", "TEST")  # lookups pass the dtype to the defaults
-    assert k.lookup("silu_mul_quant", 8192, 64, "fp8", None).get("PERSIST") == 1
-    assert "PERSIST" not in k.lookup("silu_mul_quant", 8192, 64, "int8", None)
+    assert k.lookup("silu_mul_quant", 8192, 64, "fp8", None)["num_warps"] == 16
+    assert k.lookup("silu_mul_quant", 8192, 64, "int8", None)["num_warps"] == 8
 
 
 def test_persistent_candidates():
@@ -536,10 +550,13 @@ def test_persistent_candidates():
         pers = [c for c in cands if c["PERSIST"]]
         assert {c["PERSIST"] for c in pers} >= {1, 2}, (kernel, K)
         assert len(pers) <= 6
+        if kernel == "silu_mul_quant" and K > 8192:  # and two programs an SM by a register cap
+            assert [c for c in cands if c["MAXNREG"] == 64 and c["num_warps"] == 16 and not c["PERSIST"]]
         warps = {c["num_warps"] for c in pers}
         assert warps >= ({4, 8} if kernel == "rmsnorm_quant" else {16}), (kernel, K)
     assert not [c for c in candidate_configs("quant", 3584, None) if c["PERSIST"]]
     assert not [c for c in candidate_configs("rmsnorm_quant", 16384, None) if c["PERSIST"]]  # not one chunk
+    assert {c["PERSIST"] for c in candidate_configs("silu_mul_quant", 18944, None)} == {0, 1}  # two rows do not fit
 
 
 def test_pair_candidates_and_defaults():

@@ -37,13 +37,13 @@ M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
     "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W",
-              "BLOCK_G", "MAXNREG"),
+              "BLOCK_G", "MAXNREG", "UNIT"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
-           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255),
+           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (0, 4),
            "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
 # key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
 # row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
@@ -53,9 +53,11 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # up to two smaller tiles) and writes each window from registers with a 4-byte store, or a group's
 # windows with one 8- or 16-byte store at 4:6 / 8:10 (``quant_kernel_pairs``);
 # it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
+# UNIT (pair tiles): groups a thread holds together, 0 = the fewest whose windows fill 16-byte
+# stores (launch.pair_unit: 4 at 6:8), else 1, 2 or 4.
 # MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
 # cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0}
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0, "UNIT": 0}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -73,17 +75,25 @@ def rms_persist(K: int) -> int:
 
 
 # Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
-# re-reads on the H100 (tools/lift_variants.py, int8, M = 16384, % of copy bandwidth; docs/PERF.md).
-# SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps); rows not listed keep the scatter.
-SILU_PAIRS = {(8192, 8): (1024, 0, 32), (13824, 8): (2048, 0, 8), (18944, 8): (2048, 1, 16),
-              (13824, 10): (1024, 1, 8), (18944, 10): (2048, 0, 32)}
+# re-reads on the H100 (scratch probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
+# docs/PERF.md): SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT); rows not
+# listed keep the scatter. UNIT 0 = 16-byte stores of 4 groups at 6:8 (I = 13824: 80 -> 90 %),
+# 1 = a group a thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096).
+SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 0), (18944, 8): (2048, 1, 16, 64, 1),
+              (8192, 10): (1024, 0, 8, 0, 0), (13824, 10): (1024, 1, 16, 64, 0), (18944, 10): (2048, 0, 16, 0, 0)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows store 4-byte words per window, not measured
 # FP8 bytes are encoded in integer ops in the pair kernel (triton_kernels._fp8_bits), which costs
-# more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same tool, fp8),
-# per (kernel, K, L): (BLOCK_G, SPLIT, num_warps).
-FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4), ("rmsnorm_quant", 5120, 10): (512, 0, 4),
-             ("silu_mul_quant", 8192, 8): (512, 1, 8), ("silu_mul_quant", 13824, 8): (1024, 1, 8),
-             ("silu_mul_quant", 13824, 10): (1024, 1, 8), ("silu_mul_quant", 18944, 10): (2048, 0, 32)}
+# more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same probes),
+# per (kernel, K, L): as SILU_PAIRS.
+FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4, 0, 0), ("rmsnorm_quant", 5120, 10): (512, 0, 4, 0, 0),
+             ("silu_mul_quant", 8192, 8): (1024, 0, 8, 0, 0), ("silu_mul_quant", 13824, 10): (1024, 1, 16, 0, 0),
+             ("silu_mul_quant", 18944, 10): (1024, 1, 16, 64, 0)}
+
+
+def _pair_entry(got) -> dict | None:
+    if got is None:
+        return None
+    return {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2], "MAXNREG": got[3], "UNIT": got[4]}
 
 
 def pair_groups(K: int, L: int) -> int:
@@ -99,27 +109,27 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     K = 3072 / 8192 8:10): about two groups a thread in one tile of the next power of two. RMSNorm (4 warps):
     one tile up to 256 groups, else the largest power of two plus one more tile (2048-5120: 77-87 % ->
     80-96 %); a row that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %).
-    FP8: the measured cases of FP8_PAIRS only."""
+    FP8: the measured cases of FP8_PAIRS only. Quant and RMSNorm hold a group a thread (UNIT 1:
+    RMSNorm 6:8 with 16-byte units of 4 groups ran at 54-71 % against 71-93 %, fewer threads a row)."""
     if L not in PAIR_WINDOWS:
         return None
     if fp8:
-        got = FP8_PAIRS.get((kernel, K, L))
-        return None if got is None else {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2]}
+        return _pair_entry(FP8_PAIRS.get((kernel, K, L)))
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
-        got = SILU_PAIRS.get((K, L))
-        return None if got is None else {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2]}
+        return _pair_entry(SILU_PAIRS.get((K, L)))
     if kernel == "quant":
         if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
             return None
-        return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64))))}
+        return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
+                "UNIT": 1}
     if kernel == "rmsnorm_quant" and need <= 8192:
         if need <= 256:
-            return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": 4}
+            return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": 4, "UNIT": 1}
         bg = 1 << (need.bit_length() - 1)
         if need - bg > 128 and need != 2 * bg:  # rest in two tiles: three in all
             return None
-        return {"BLOCK_G": bg, "SPLIT": int(need > bg), "num_warps": 4}
+        return {"BLOCK_G": bg, "SPLIT": int(need > bg), "num_warps": 4, "UNIT": 1}
     return None
 
 
@@ -189,11 +199,12 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
     PERSIST (persistent programs that load the next row while finishing the current one) only
     where it measured faster on an H100 (tools/kernel_variants.py --bench, the 'pf' schedule,
     % of copy bandwidth, production -> pf, M = 4096 / 16384): rmsnorm_quant dense K = 5120
-    (int8 81 -> 88 / 80 -> 86, fp8 75 -> 90 / 71 -> 87; 4 warps, weight hoisted) and silu_mul_quant
-    dense I = 13824 (int8 60 -> 74 / 61 -> 77, fp8 61 -> 75 / 62 -> 79) and I = 8192 fp8
-    (82 -> 88 / 84 -> 91), both at 16 warps. Not for lifted rows (6:8 gained nothing or lost),
-    RMSNorm K <= 4096 (3584: 100 -> 79), SiLU I = 8192 int8 (unchanged) or I > 16384 (18944: 73 -> 50,
-    register spills).
+    (int8 81 -> 88 / 80 -> 86, fp8 75 -> 90 / 71 -> 87; 4 warps, weight hoisted) and, since SiLU's
+    division lost its slow-path call (triton_kernels._div_by_1pe: fewer registers), silu_mul_quant
+    dense INT8 I = 13824 and every I = 18944 at 16 warps (2026-12-06 probes: INT8 97 / 93 and 100 / 96,
+    FP8 99 / 94 at M = 16384 / 4096). FP8 at I = 8192 and 13824 does better without it (16 warps;
+    13824 capped at 64 registers for two programs an SM). Not for lifted rows (6:8 gained nothing or
+    lost), RMSNorm K <= 4096 (3584: 100 -> 79).
     """
     if _family(kernel) == "dequant":
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
@@ -215,7 +226,13 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
             block_k, num_warps, extra = kp // 2, 32, {"SPLIT": 1}
         if lifted:
             extra = {**extra, "SCATTER": 1}
-        elif 8192 < K <= 16384 or (K == 8192 and _is_fp8(dtype)):  # H100: 60-84 % -> 74-91 % of copy
+            if kp > 16384:  # FP8 6:8 I = 18944: 60 -> 79 % of copy (32 -> 16 warps)
+                num_warps = 16
+        elif K == 8192 and _is_fp8(dtype):  # H100: 90 / 87 -> 102 / 99 % of copy (8 -> 16 warps)
+            num_warps = 16
+        elif 8192 < K <= 16384 and _is_fp8(dtype):  # two programs an SM: 84 / 80 -> 89 / 86 %
+            num_warps, extra = 16, {**extra, "MAXNREG": 64}
+        elif 8192 < K <= 32768:  # INT8 I = 13824: 97 / 93 %; I = 18944: 74 / 73 -> 100 / 96 %
             num_warps, extra = 16, {**extra, "PERSIST": SILU_PERSIST}
     elif kernel == "rmsnorm_quant" and kp <= 8192:  # three row reductions: one row, 4 warps
         block_k, num_warps = min(kp, 4096), 4
@@ -260,6 +277,8 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
             kind = "a power of 2 " if k in _POW2 else "0 or a power of 2 " if k == "BLOCK_G" else ""
             raise ValueError(f"{where}: {k}={v} must be {kind}in [{lo}, {hi}]")
         out[k] = v
+    if out.get("UNIT") == 3:
+        raise ValueError(f"{where}: UNIT=3 must be 0 (automatic), 1, 2 or 4")
     if out.get("MAXNREG") and out["MAXNREG"] < 32:
         raise ValueError(f"{where}: MAXNREG={out['MAXNREG']} must be 0 (the compiler's choice) or in [32, 255]")
     if out.get("HOIST_W") and not out.get("PERSIST"):

@@ -114,7 +114,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
             x, weight if weight is not None else x, q, s,
             M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps),
             QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
-            BG=groups[0], BG2=groups[1], BG3=groups[2], ROWS=rows,
+            BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=rows,
             **_compile_options(config),
         )
         return q, s
@@ -217,19 +217,36 @@ def tiling(K: int, kout: int, L: int, config: dict) -> tuple[int, int, int, bool
 def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
     """The group tiles (BG, BG2, BG3) of a pair-tile launch (``quant_kernel_pairs``), or None when
     the config does not ask for one (BLOCK_G 0), the row is not lifted, or its windows do not fit:
-    the tiles must cover every group with a slid column below KOUT, BLOCK_G groups, and with SPLIT
-    at most BLOCK_G more in at most two power-of-two tiles of at least a group a thread (a smaller
-    tile is replicated over the threads, and its layout conversions go through shared memory):
-    2368 = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16."""
+    the tiles must cover every group with a slid column below KOUT, BLOCK_G groups (at least a unit,
+    ``group_unit``), and with SPLIT at most BLOCK_G more in at most two power-of-two tiles of at
+    least a unit a thread (a smaller tile is replicated over the threads, and its layout conversions
+    go through shared memory): 8:10 at 2368 groups = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16."""
     block_g = int(config.get("BLOCK_G", 0))
     if not block_g or L == 0:
         return None
+    unit = group_unit(L, config)
     need = window_groups(kout, L)
+    if block_g < unit:
+        return None
     if need <= block_g:
         return block_g, 0, 0
     if not config.get("SPLIT", 0) or need - block_g > block_g:
         return None
-    return (block_g, *_two_tiles(need - block_g, min(block_g, 32 * int(config["num_warps"]))))
+    return (block_g, *_two_tiles(need - block_g, min(block_g, unit * 32 * int(config["num_warps"]))))
+
+
+def pair_unit(L: int) -> int:
+    """The fewest consecutive groups whose windows (L/2 - 1 of 4 bytes a group) fill whole 16-byte
+    stores, 16-byte aligned: 1 at 8:10, 2 at 4:6 and 12:14, 4 at 6:8, 10:12 and 14:16."""
+    nw = L // 2 - 1
+    return 1 if nw % 4 == 0 else 2 if nw % 2 == 0 else 4
+
+
+def group_unit(L: int, config: dict) -> int:
+    """Groups a thread of the pair kernel holds together: config key UNIT, 0 = ``pair_unit(L)``.
+    A unit's windows go out in the widest aligned stores that divide them (6:8: 4 bytes at UNIT 1,
+    16 at 4); a larger unit means fewer threads a row."""
+    return int(config.get("UNIT", 0)) or pair_unit(L)
 
 
 def window_groups(kout: int, L: int) -> int:

@@ -554,32 +554,36 @@ def quant_kernel_persist(
 # ------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _g_cols(g0, BG: tl.constexpr, j: tl.constexpr, L: tl.constexpr):
-    """Input columns of pair j, (g*L + 2j, g*L + 2j + 1), of the groups [g0, g0 + BG): [1, BG, 2]."""
-    g = g0 + tl.arange(0, BG)[None, :, None]
+def _g_cols(g0, BU: tl.constexpr, i: tl.constexpr, j: tl.constexpr, L: tl.constexpr, GQ: tl.constexpr):
+    """Input columns of pair j, (g*L + 2j, g*L + 2j + 1), of group g = g0 + GQ*u + i of each unit
+    u < BU: [1, BU, 2]."""
+    g = g0 + GQ * tl.arange(0, BU)[None, :, None] + i
     return g * L + 2 * j + tl.arange(0, 2)[None, None, :]
 
 
 @triton.jit
-def _g_load(x_rows, g0, K, live, L: tl.constexpr, BG: tl.constexpr):
-    """The raw values of each pair of the groups [g0, g0 + BG) of the rows ``x_rows`` points at
-    ([ROWS, 1, 1]): a tuple of L/2 tiles [ROWS, BG, 2], zeros at columns >= K and where ``live`` is False.
-    L = 8: one [ROWS, BG, 8] load (16-byte accesses, a group a thread) unzipped in registers;
-    otherwise a 4-byte load per pair (a group of 2L bytes is only 4-byte aligned)."""
-    if L == 8:
-        c = (g0 + tl.arange(0, BG)[None, :, None]) * L + tl.arange(0, 8)[None, None, :]
-        raw = tl.load(x_rows + c, mask=live & (c < K), other=0.0)
-        # [.., 8] = pairs (jhi, jlo) of two columns e -> [.., e, jhi, jlo]; splitting jlo then jhi
-        t = tl.permute(tl.reshape(raw, [raw.shape[0], BG, 2, 2, 2]), (0, 1, 4, 2, 3))
-        even, odd = tl.split(t)                 # j = 0, 2 | j = 1, 3: [.., e, jhi]
-        p0, p2 = tl.split(even)
-        p1, p3 = tl.split(odd)
-        out = (p0, p1, p2, p3)
-    else:
-        out = ()
-        for j in tl.static_range(L // 2):
-            c = _g_cols(g0, BG, j, L)
-            out = out + (tl.load(x_rows + c, mask=live & (c < K), other=0.0),)
+def _g_load(x_rows, g0, K, live, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr):
+    """The raw values of each pair of the BU units of GQ groups from group g0 of the rows ``x_rows``
+    points at ([ROWS, 1, 1]): a tuple of GQ * L/2 tiles [ROWS, BU, 2] (group i of a unit, pair j at
+    i*L/2 + j), zeros at columns >= K and where ``live`` is False. L = 8: one [ROWS, BU, 8] load a
+    group (16-byte accesses) unzipped in registers; otherwise a 4-byte load per pair (a group of
+    2L bytes is only 4-byte aligned)."""
+    out = ()
+    for i in tl.static_range(GQ):
+        if L == 8:
+            g = g0 + GQ * tl.arange(0, BU)[None, :, None] + i
+            c = g * L + tl.arange(0, 8)[None, None, :]
+            raw = tl.load(x_rows + c, mask=live & (c < K), other=0.0)
+            # [.., 8] = pairs (jhi, jlo) of two columns e -> [.., e, jhi, jlo]; splitting jlo then jhi
+            t = tl.permute(tl.reshape(raw, [raw.shape[0], BU, 2, 2, 2]), (0, 1, 4, 2, 3))
+            even, odd = tl.split(t)                 # j = 0, 2 | j = 1, 3: [.., e, jhi]
+            p0, p2 = tl.split(even)
+            p1, p3 = tl.split(odd)
+            out = out + (p0, p1, p2, p3)
+        else:
+            for j in tl.static_range(L // 2):
+                c = _g_cols(g0, BU, i, j, L, GQ)
+                out = out + (tl.load(x_rows + c, mask=live & (c < K), other=0.0),)
     return out
 
 
@@ -614,19 +618,19 @@ def _g_ssq(xs, up):
 
 
 @triton.jit
-def _g_h(raw, raw_up, xs, rstd, w_ptr, g0, K, L: tl.constexpr, BG: tl.constexpr,
+def _g_h(raw, raw_up, xs, rstd, w_ptr, g0, K, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
          PRODUCER: tl.constexpr, SOFT: tl.constexpr):
     """h of each pair tile (``_produce``'s arithmetic, op for op). RMSNorm: ``xs`` is x in float32."""
     out = ()
-    for j in tl.static_range(L // 2):
-        if PRODUCER == 1:
-            c = _g_cols(g0, BG, j, L)
-            h = _rms_h(xs[j], rstd, w_ptr, c, K, SOFT)
-        elif PRODUCER == 2:
-            h = _silu_mul(_f32(raw[j], SOFT), _f32(raw_up[j], SOFT), SOFT)
-        else:
-            h = _f32(raw[j], SOFT)
-        out = out + (h,)
+    for i in tl.static_range(GQ):
+        for j in tl.static_range(L // 2):
+            if PRODUCER == 1:
+                h = _rms_h(xs[i * (L // 2) + j], rstd, w_ptr, _g_cols(g0, BU, i, j, L, GQ), K, SOFT)
+            elif PRODUCER == 2:
+                h = _silu_mul(_f32(raw[i * (L // 2) + j], SOFT), _f32(raw_up[i * (L // 2) + j], SOFT), SOFT)
+            else:
+                h = _f32(raw[i * (L // 2) + j], SOFT)
+            out = out + (h,)
     return out
 
 
@@ -639,33 +643,38 @@ def _g_cat(a, b):
 
 
 @triton.jit
-def _g_emit(q_rows, hs, inv, keep, g0, KOUT, L: tl.constexpr, BG: tl.constexpr,
+def _g_emit(q_rows, hs, inv, keep, g0, KOUT, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
             QFP8: tl.constexpr, SOFT: tl.constexpr):
-    """Quantize the pair tiles ``hs`` and write the windows of groups [g0, g0 + BG): window j of
-    group g is pairs j and j + 1, slid columns 4*(g*(L/2 - 1) + j) .. + 3. L = 6 and 10: a group's
-    2 or 4 windows as one 8- or 16-byte store; otherwise one 4-byte store a window. Columns >= KOUT
-    are not written (KOUT is a multiple of 32, so a store is all in or all out). FP8 bytes come from
-    ``_fp8_bits`` (same bits as ``_quantize``)."""
-    NW: tl.constexpr = L // 2 - 1
-    g = g0 + tl.arange(0, BG)[None, :, None]
+    """Quantize the pair tiles ``hs`` and write the windows of the BU units of GQ groups from group
+    g0: window w of group g is its pairs w and w + 1, slid columns 4*(g*(L/2 - 1) + w) .. + 3. A
+    unit's GQ*(L/2 - 1) windows go out in the widest stores (16, 8 or 4 bytes) that divide them
+    and their alignment: 16 with GQ = ``launch.pair_unit`` (narrow strided stores were the cost:
+    H100, docs/PERF.md). Columns >= KOUT are not written (KOUT is a multiple of 32, so a store is
+    all in or all out). FP8 bytes come from ``_fp8_bits`` (same bits as ``_quantize``)."""
+    H: tl.constexpr = L // 2
+    NW: tl.constexpr = H - 1
     q = ()
-    for j in tl.static_range(L // 2):
+    for t in tl.static_range(GQ * H):
         if QFP8:
-            q = q + (_fp8_bits(tl.minimum(tl.maximum(hs[j] * inv, -448.0), 448.0)),)
+            q = q + (_fp8_bits(tl.minimum(tl.maximum(hs[t] * inv, -448.0), 448.0)),)
         else:
-            q = q + (_quantize(hs[j] * inv, QFP8, SOFT),)
-    if L == 6 or L == 10:
-        out = _g_cat(_g_cat(q[0], q[1]), _g_cat(q[1], q[2]))
-        if L == 10:
-            out = _g_cat(out, _g_cat(_g_cat(q[2], q[3]), _g_cat(q[3], q[4])))
-        col = g * (4 * NW) + tl.arange(0, 4 * NW)[None, None, :]
-        tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (g * (4 * NW) < KOUT))
-    else:
-        lane = tl.arange(0, 4)[None, None, :]
-        for j in tl.static_range(NW):
-            col = (g * NW + j) * 4 + lane
-            tl.store(q_rows + col, _g_cat(q[j], q[j + 1]).to(q_rows.dtype.element_ty, bitcast=True),
-                     mask=keep & (col < KOUT))
+            q = q + (_quantize(hs[t] * inv, QFP8, SOFT),)
+    wins = ()
+    for i in tl.static_range(GQ):
+        for w in tl.static_range(NW):
+            wins = wins + (_g_cat(q[i * H + w], q[i * H + w + 1]),)
+    UB: tl.constexpr = GQ * NW * 4                               # bytes a unit writes
+    CW: tl.constexpr = 16 if UB % 16 == 0 else (8 if UB % 8 == 0 else 4)  # store width: aligned, divides UB
+    u = g0 // GQ + tl.arange(0, BU)[None, :, None]
+    for c in tl.static_range(UB // CW):
+        if CW == 16:
+            out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
+        elif CW == 8:
+            out = _g_cat(wins[2 * c], wins[2 * c + 1])
+        else:
+            out = wins[c]
+        col = u * UB + CW * c + tl.arange(0, CW)[None, None, :]
+        tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (u * UB + CW * c < KOUT))
 
 
 @triton.jit
@@ -688,46 +697,50 @@ def quant_kernel_pairs(
     M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps,
     QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
     PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
-    ROWS: tl.constexpr,
+    GQ: tl.constexpr, ROWS: tl.constexpr,
 ):
     """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
-    position j < L/2 of a group, a tile [ROWS, groups, 2] of its two columns (up to three group tiles
-    of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). h is produced
-    once per input column, and each window (pairs j, j + 1 of a group) is joined in registers and
-    written with 4-byte stores (one 8- or 16-byte store a group where its windows fill one), where
-    the scatter (``_emit``) needs two 2-byte stores a pair and index division. Same arithmetic op
-    for op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a
-    window whose columns are >= K quantizes zeros).
+    position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
+    of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
+    whole units of GQ consecutive groups (``launch.pair_unit``: the windows of a unit fill 16-byte
+    stores). h is produced once per input column, and each window (pairs j, j + 1 of a group) is
+    joined in registers and written with the unit's other windows in 16-byte stores, where the
+    scatter (``_emit``) needs two 2-byte stores a pair and index division. Same arithmetic op for
+    op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a window
+    whose columns are >= K quantizes zeros).
 
-    A thread holds whole groups, so a warp's accesses stride over 2L bytes (loads) and 2L - 4 bytes
-    (stores). Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window
-    stores a group ran at 77 % of copy, with one 16-byte store 100 %. With L = 8 the loads are one
-    16-byte access a group, unzipped in registers; other L load each pair with a 4-byte access.
-    FP8 bytes come from integer ops (``_fp8_bits``), slower than INT8's rounding: the defaults
-    (``configs.pair_config``) take this kernel where it measured faster, per dtype."""
+    Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window stores
+    a group ran at 77 % of copy, with one 16-byte store 100 %; 6:8 (GQ = 4: three 16-byte stores
+    for four groups) had three 4-byte stores a group. With L = 8 the loads are one 16-byte access a
+    group, unzipped in registers; other L load each pair with a 4-byte access. FP8 bytes come from
+    integer ops (``_fp8_bits``), slower than INT8's rounding: the defaults (``configs.pair_config``)
+    take this kernel where it measured faster, per dtype."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     live = (rows < M)[:, None, None]
     rows64 = rows.to(tl.int64)
     x_rows = x_ptr + rows64[:, None, None] * stride_xm          # [ROWS, 1, 1]
     g2: tl.constexpr = BG
     g3: tl.constexpr = BG + BG2
+    U1: tl.constexpr = BG // GQ
+    U2: tl.constexpr = BG2 // GQ
+    U3: tl.constexpr = BG3 // GQ
     dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
-    ra = _g_load(x_rows, 0, K, live, L, BG)
+    ra = _g_load(x_rows, 0, K, live, L, U1, GQ)
     ua = dummy
     rb = dummy
     ub = dummy
     rc = dummy
     uc = dummy
     if PRODUCER == 2:
-        ua = _g_load(x_rows + inter, 0, K, live, L, BG)
+        ua = _g_load(x_rows + inter, 0, K, live, L, U1, GQ)
     if BG2 > 0:
-        rb = _g_load(x_rows, g2, K, live, L, BG2)
+        rb = _g_load(x_rows, g2, K, live, L, U2, GQ)
         if PRODUCER == 2:
-            ub = _g_load(x_rows + inter, g2, K, live, L, BG2)
+            ub = _g_load(x_rows + inter, g2, K, live, L, U2, GQ)
     if BG3 > 0:
-        rc = _g_load(x_rows, g3, K, live, L, BG3)
+        rc = _g_load(x_rows, g3, K, live, L, U3, GQ)
         if PRODUCER == 2:
-            uc = _g_load(x_rows + inter, g3, K, live, L, BG3)
+            uc = _g_load(x_rows + inter, g3, K, live, L, U3, GQ)
 
     xa = dummy
     xb = dummy
@@ -753,15 +766,15 @@ def quant_kernel_pairs(
         rstd = tl.full([ROWS, 1, 1], 1.0, tl.float32)
 
     # pass 1: absmax of h
-    ha = _g_h(ra, ua, xa, rstd, w_ptr, 0, K, L, BG, PRODUCER, SOFT)
+    ha = _g_h(ra, ua, xa, rstd, w_ptr, 0, K, L, U1, GQ, PRODUCER, SOFT)
     amax = _g_absmax(ha)
     hb = ha
     hc = ha
     if BG2 > 0:
-        hb = _g_h(rb, ub, xb, rstd, w_ptr, g2, K, L, BG2, PRODUCER, SOFT)
+        hb = _g_h(rb, ub, xb, rstd, w_ptr, g2, K, L, U2, GQ, PRODUCER, SOFT)
         amax = tl.maximum(amax, _g_absmax(hb))
     if BG3 > 0:
-        hc = _g_h(rc, uc, xc, rstd, w_ptr, g3, K, L, BG3, PRODUCER, SOFT)
+        hc = _g_h(rc, uc, xc, rstd, w_ptr, g3, K, L, U3, GQ, PRODUCER, SOFT)
         amax = tl.maximum(amax, _g_absmax(hc))
     amax = tl.maximum(amax, FLOOR)
     inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
@@ -771,11 +784,11 @@ def quant_kernel_pairs(
     keep = (rows < M_PAD)[:, None, None]
     q_rows = q_ptr + rows64[:, None, None] * stride_qm
     inv3 = inv[:, None, None]
-    _g_emit(q_rows, ha, inv3, keep, 0, KOUT, L, BG, QFP8, SOFT)
+    _g_emit(q_rows, ha, inv3, keep, 0, KOUT, L, U1, GQ, QFP8, SOFT)
     if BG2 > 0:
-        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, L, BG2, QFP8, SOFT)
+        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, L, U2, GQ, QFP8, SOFT)
     if BG3 > 0:
-        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, L, BG3, QFP8, SOFT)
+        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, L, U3, GQ, QFP8, SOFT)
 
 
 @triton.jit

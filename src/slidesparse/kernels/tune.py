@@ -71,18 +71,22 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
 
 def pair_candidates(K: int, pattern: Pattern) -> list[dict]:
     """Pair-tile (BLOCK_G) configs for a lifted row: the groups in one tile of the next power of two,
-    or in a tile of half that plus up to two more (SPLIT), at 4 to 32 warps, keeping about 1 to 8
-    groups a thread (H100 best cases: 1-8, tools/lift_variants.py)."""
+    or in a tile of half that plus up to two more (SPLIT), at 1 to 32 warps, keeping about 1 to 8
+    groups a thread (H100 best cases: 1-8, tools/lift_variants.py), for each UNIT (groups a thread
+    holds together: one, and the 16-byte unit ``launch.pair_unit``) at least 0.75 units a thread,
+    with the first tile a unit a thread."""
     need = pair_groups(K, pattern.window)
     up = 1 << (need - 1).bit_length()
     out = []
-    for nw in (4, 8, 16, 32):
-        if not 0.75 <= need / (32 * nw) <= 8:
-            continue
-        for bg, split in ((up, 0), (up // 2, 1)):
-            if bg >= 1 and not (split and need <= bg):
-                out.append({"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
-                            "BLOCK_G": bg, "SPLIT": split})
+    for unit in sorted({1, launch.pair_unit(pattern.window)}):
+        units = -(-need // unit)
+        for nw in (1, 2, 4, 8, 16, 32):
+            if not (0.75 <= units / (32 * nw) and need / (32 * nw) <= 8):
+                continue
+            for bg, split in ((up, 0), (up // 2, 1)):
+                if bg >= unit * 32 * nw and not (split and need <= bg):
+                    out.append({"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
+                                "BLOCK_G": bg, "SPLIT": split, "UNIT": unit})
     return out
 
 
@@ -90,9 +94,10 @@ def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
     """Persistent-program (PERSIST) variants of the fused producers' default row tiling, where that
     holds the whole row in registers and writes it densely or scattered (where PERSIST applies):
     1 or 2 programs per SM; RMSNorm at 4 or 8 warps (4 also without the hoisted weight), SiLU at
-    16 warps (and 32 for rows past 8192). Plain quant gets none (it is near copy speed already),
-    nor SiLU rows past 16384 (two rows of 18944 do not fit the registers: spills, H100 73 -> 50 %)."""
-    if kernel not in ("rmsnorm_quant", "silu_mul_quant") or (kernel == "silu_mul_quant" and K > 16384):
+    16 warps (and 32 for rows past 8192; one program an SM past 16384: two rows of 18944 do not
+    fit the registers), and for SiLU rows past 8192 two programs an SM by a register cap (MAXNREG
+    64 at 16 warps). Plain quant gets none (it is near copy speed already)."""
+    if kernel not in ("rmsnorm_quant", "silu_mul_quant"):
         return []
     base = default_config(kernel, K, "int8", pattern, pairs=False)  # variants of the scatter / dense rows
     p = None if pattern is None else Pattern.parse(pattern)
@@ -101,11 +106,15 @@ def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
     _, _, _, one_chunk, scatter = launch.tiling(K, kout, L, base)
     if not one_chunk or (L > 0 and not scatter):
         return []
+    base = {k: v for k, v in base.items() if k not in ("PERSIST", "HOIST_W", "MAXNREG")}
     if kernel == "rmsnorm_quant":
         shapes = [(p, nw, 1) for p in (1, 2) for nw in (4, 8)] + [(2, 4, 0)]
     else:
-        shapes = [(p, nw, 0) for p in (1, 2) for nw in ((16, 32) if K > 8192 else (16,))]
-    return [{**base, "num_warps": nw, "PERSIST": p, "HOIST_W": hw} for p, nw, hw in shapes]
+        shapes = [(p, nw, 0) for p in ((1,) if K > 16384 else (1, 2)) for nw in ((16, 32) if K > 8192 else (16,))]
+    out = [{**base, "num_warps": nw, "PERSIST": p, "HOIST_W": hw} for p, nw, hw in shapes]
+    if kernel == "silu_mul_quant" and K > 8192:
+        out.append({**base, "num_warps": 16, "MAXNREG": 64})
+    return out
 
 
 def _quant_case(kernel: str, K: int, M: int, qdtype: str, pattern, device, n_sets: int | None):
