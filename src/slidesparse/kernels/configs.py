@@ -81,7 +81,7 @@ def rms_persist(K: int) -> int:
 # 1 = a group a thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096).
 SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 0), (18944, 8): (2048, 1, 16, 64, 1),
               (8192, 10): (1024, 0, 8, 0, 0), (13824, 10): (1024, 1, 16, 64, 0), (18944, 10): (2048, 0, 16, 0, 0)}
-PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows store 4-byte words per window, not measured
+PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 # FP8 bytes are encoded in integer ops in the pair kernel (triton_kernels._fp8_bits), which costs
 # more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same probes),
 # per (kernel, K, L): as SILU_PAIRS.
