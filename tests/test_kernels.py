@@ -163,6 +163,16 @@ def test_pair_tiles_cover_every_window(L):
     assert launch.pair_tiles(800, 0, {"BLOCK_G": 64, "num_warps": 1}) is None  # not lifted
 
 
+def test_unit_and_maxnreg_keys_are_validated():
+    base = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 16, "BLOCK_G": 1024}
+    assert C.validate_config("quant", {**base, "UNIT": 4, "MAXNREG": 64})["MAXNREG"] == 64
+    assert C.validate_config("quant", base)["UNIT"] == 0  # automatic
+    for bad in ({"UNIT": 3}, {"UNIT": 8}, {"MAXNREG": 16}, {"MAXNREG": 256}):
+        with pytest.raises(ValueError):
+            C.validate_config("quant", {**base, **bad})
+    assert launch.group_unit(8, {"UNIT": 0}) == 4 and launch.group_unit(8, {"UNIT": 1}) == 1
+
+
 @pytest.mark.parametrize("L", range(6, 17, 2))
 def test_pair_unit_fills_16_byte_stores(L):
     """A unit's windows (4 bytes each, L/2 - 1 a group) are a multiple of 16 bytes, with the fewest groups."""

@@ -50,8 +50,8 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # held whole in registers (ONE_CHUNK), dense or lifted by SCATTER, and is ignored elsewhere.
 # HOIST_W (needs PERSIST; RMSNorm only): the weight is loaded once per program, not per row.
 # BLOCK_G (lifted rows only): > 0 holds the row as pair tiles of BLOCK_G groups (plus, with SPLIT,
-# up to two smaller tiles) and writes each window from registers with a 4-byte store, or a group's
-# windows with one 8- or 16-byte store at 4:6 / 8:10 (``quant_kernel_pairs``);
+# up to two smaller tiles) and writes its windows from registers in the widest stores its unit of
+# groups allows (UNIT; ``quant_kernel_pairs``);
 # it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
 # UNIT (pair tiles): groups a thread holds together, 0 = the fewest whose windows fill 16-byte
 # stores (launch.pair_unit: 4 at 6:8), else 1, 2 or 4.
@@ -77,7 +77,7 @@ def rms_persist(K: int) -> int:
 # Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
 # re-reads on the H100 (scratch probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
 # docs/PERF.md): SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT); rows not
-# listed keep the scatter. UNIT 0 = 16-byte stores of 4 groups at 6:8 (I = 13824: 80 -> 90 %),
+# listed keep the scatter. UNIT 0 = 16-byte stores of 4 groups at 6:8 (I = 13824: 87 -> 90 %),
 # 1 = a group a thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096).
 SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 0), (18944, 8): (2048, 1, 16, 64, 1),
               (8192, 10): (1024, 0, 8, 0, 0), (13824, 10): (1024, 1, 16, 64, 0), (18944, 10): (2048, 0, 16, 0, 0)}
@@ -110,7 +110,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     one tile up to 256 groups, else the largest power of two plus one more tile (2048-5120: 77-87 % ->
     80-96 %); a row that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %).
     FP8: the measured cases of FP8_PAIRS only. Quant and RMSNorm hold a group a thread (UNIT 1:
-    RMSNorm 6:8 with 16-byte units of 4 groups ran at 54-71 % against 71-93 %, fewer threads a row)."""
+    RMSNorm 6:8 with 16-byte units of 4 groups ran at 51-71 % against 81-93 %, fewer threads a row)."""
     if L not in PAIR_WINDOWS:
         return None
     if fp8:
