@@ -31,10 +31,11 @@ SCATTER = {**ONE, "SCATTER": 1}                                     # lifted by 
 SPLIT = {**CHUNKED, "BLOCK_K": 128, "SPLIT": 1, "SCATTER": 1}        # 128 + a second tile of 32..128
 PAIRS = {**ONE, "BLOCK_G": 64}                                      # lifted rows as pair tiles (<= 64 groups)
 PAIRS_SPLIT = {**ONE, "BLOCK_G": 32, "SPLIT": 1, "ROWS": 4}          # 32 groups + a second tile
+PAIRS_UNIT = {**ONE, "BLOCK_G": 64, "UNIT": 4}                      # 4 groups a thread, 16-byte stores
 CFGS, CFG_IDS = ([ONE, CHUNKED, SCATTER, {**CHUNKED, "SCATTER": 1}, SPLIT, {**SPLIT, "BLOCK_K": 64},
-                  {**SPLIT, "BLOCK_K": 32}, PAIRS, PAIRS_SPLIT],
+                  {**SPLIT, "BLOCK_K": 32}, PAIRS, PAIRS_SPLIT, PAIRS_UNIT],
                  ["one-chunk", "chunked", "scatter", "chunked-scatter", "split", "split64", "split32", "pairs",
-                  "pairs-split"])
+                  "pairs-split", "pairs-unit"])
 REF = ReferenceOps()
 
 
@@ -158,19 +159,19 @@ def test_pair_tiles_cover_every_window(L):
             assert all(t == 0 or t & (t - 1) == 0 for t in got)
             assert got[1] == 0 or sum(got[:2]) < need or got[2] == 0
     assert launch.pair_tiles(1600, 10, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 32, 32)  # 100 groups
-    assert launch.pair_tiles(800, 6, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1}) == (64, 64, 0)  # units of 2
-    assert launch.pair_tiles(800, 8, {"BLOCK_G": 2, "num_warps": 1}) is None  # less than a unit (4 groups)
+    assert launch.pair_tiles(800, 6, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1, "UNIT": 2}) == (64, 64, 0)
+    assert launch.pair_tiles(800, 8, {"BLOCK_G": 2, "num_warps": 1, "UNIT": 4}) is None  # less than a unit
     assert launch.pair_tiles(800, 0, {"BLOCK_G": 64, "num_warps": 1}) is None  # not lifted
 
 
 def test_unit_and_maxnreg_keys_are_validated():
     base = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 16, "BLOCK_G": 1024}
     assert C.validate_config("quant", {**base, "UNIT": 4, "MAXNREG": 64})["MAXNREG"] == 64
-    assert C.validate_config("quant", base)["UNIT"] == 0  # automatic
-    for bad in ({"UNIT": 3}, {"UNIT": 8}, {"MAXNREG": 16}, {"MAXNREG": 256}):
+    assert C.validate_config("quant", base)["UNIT"] == 1  # configs tuned before the key: a group a thread
+    for bad in ({"UNIT": 0}, {"UNIT": 3}, {"UNIT": 8}, {"MAXNREG": 16}, {"MAXNREG": 256}):
         with pytest.raises(ValueError):
             C.validate_config("quant", {**base, **bad})
-    assert launch.group_unit(8, {"UNIT": 0}) == 4 and launch.group_unit(8, {"UNIT": 1}) == 1
+    assert launch.group_unit(8, {}) == 1 and launch.group_unit(8, {"UNIT": 4}) == 4
 
 
 @pytest.mark.parametrize("L", range(6, 17, 2))

@@ -43,7 +43,7 @@ _KEYS = {
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
-           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (0, 4),
+           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (1, 4),
            "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
 # key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
 # row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
@@ -53,11 +53,12 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # up to two smaller tiles) and writes its windows from registers in the widest stores its unit of
 # groups allows (UNIT; ``quant_kernel_pairs``);
 # it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
-# UNIT (pair tiles): groups a thread holds together, 0 = the fewest whose windows fill 16-byte
-# stores (launch.pair_unit: 4 at 6:8), else 1, 2 or 4.
+# UNIT (pair tiles): groups a thread holds together, 1 (the default: configs tuned before the key
+# keep their meaning), 2 or 4; launch.pair_unit(L) is the fewest whose windows fill 16-byte stores
+# (4 at 6:8).
 # MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
 # cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0, "UNIT": 0}
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0, "UNIT": 1}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -77,17 +78,17 @@ def rms_persist(K: int) -> int:
 # Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
 # re-reads on the H100 (scratch probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
 # docs/PERF.md): SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT); rows not
-# listed keep the scatter. UNIT 0 = 16-byte stores of 4 groups at 6:8 (I = 13824: 87 -> 90 %),
+# listed keep the scatter. UNIT 4 at 6:8 = 16-byte stores of 4 groups (I = 13824: 87 -> 90 %),
 # 1 = a group a thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096).
-SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 0), (18944, 8): (2048, 1, 16, 64, 1),
-              (8192, 10): (1024, 0, 8, 0, 0), (13824, 10): (1024, 1, 16, 64, 0), (18944, 10): (2048, 0, 16, 0, 0)}
+SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 4), (18944, 8): (2048, 1, 16, 64, 1),
+              (8192, 10): (1024, 0, 8, 0, 1), (13824, 10): (1024, 1, 16, 64, 1), (18944, 10): (2048, 0, 16, 0, 1)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 # FP8 bytes are encoded in integer ops in the pair kernel (triton_kernels._fp8_bits), which costs
 # more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same probes),
 # per (kernel, K, L): as SILU_PAIRS.
-FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4, 0, 0), ("rmsnorm_quant", 5120, 10): (512, 0, 4, 0, 0),
-             ("silu_mul_quant", 8192, 8): (1024, 0, 8, 0, 0), ("silu_mul_quant", 13824, 10): (1024, 1, 16, 0, 0),
-             ("silu_mul_quant", 18944, 10): (1024, 1, 16, 64, 0)}
+FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4, 0, 1), ("rmsnorm_quant", 5120, 10): (512, 0, 4, 0, 1),
+             ("silu_mul_quant", 8192, 8): (1024, 0, 8, 0, 4), ("silu_mul_quant", 13824, 10): (1024, 1, 16, 0, 1),
+             ("silu_mul_quant", 18944, 10): (1024, 1, 16, 64, 1)}
 
 
 def _pair_entry(got) -> dict | None:
@@ -278,7 +279,7 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
             raise ValueError(f"{where}: {k}={v} must be {kind}in [{lo}, {hi}]")
         out[k] = v
     if out.get("UNIT") == 3:
-        raise ValueError(f"{where}: UNIT=3 must be 0 (automatic), 1, 2 or 4")
+        raise ValueError(f"{where}: UNIT=3 must be 1, 2 or 4")
     if out.get("MAXNREG") and out["MAXNREG"] < 32:
         raise ValueError(f"{where}: MAXNREG={out['MAXNREG']} must be 0 (the compiler's choice) or in [32, 255]")
     if out.get("HOIST_W") and not out.get("PERSIST"):

@@ -243,10 +243,10 @@ def pair_unit(L: int) -> int:
 
 
 def group_unit(L: int, config: dict) -> int:
-    """Groups a thread of the pair kernel holds together: config key UNIT, 0 = ``pair_unit(L)``.
-    A unit's windows go out in the widest aligned stores that divide them (6:8: 4 bytes at UNIT 1,
-    16 at 4); a larger unit means fewer threads a row."""
-    return int(config.get("UNIT", 0)) or pair_unit(L)
+    """Groups a thread of the pair kernel holds together: config key UNIT (1 when absent). A unit's
+    windows go out in the widest aligned stores that divide them (6:8: 4 bytes at UNIT 1, 16 at
+    ``pair_unit(8)`` = 4); a larger unit means fewer threads a row."""
+    return int(config.get("UNIT", 1))
 
 
 def window_groups(kout: int, L: int) -> int:
