@@ -107,7 +107,7 @@ def pair_jobs():
              "silu_mul_quant": (8192, 13824, 18944)}
     producer = {"quant": tk.PLAIN, "rmsnorm_quant": tk.RMSNORM, "silu_mul_quant": tk.SILU_MUL}
     sig = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*fp32", "M": "i32", "M_PAD": "i32", "K": "i32",
-           "KOUT": "i32", "stride_xm": "i32", "stride_qm": "i32", "inter": "i32", "kf": "fp32", "eps": "fp32"}
+           "KOUT": "i32", "stride_xm": "i32", "stride_qm": "i32", "inter": "i32", "kf": "fp32", "eps": "fp32", "zero": "i32"}
     for kernel, ks in sizes.items():
         for K in ks:
             for L in (6, 8, 10):

@@ -268,10 +268,12 @@ def test_silu_mul_quant_model_shapes(pattern, qd, gen):
             _check_quant(q, s, qr, sr, M, f"silu I={inter} M={M} {pattern} {qd} seed={gen.seed}")
 
 
-def test_every_launch_config_is_exact(gen):
+@pytest.mark.parametrize("qd", ["int8", "fp8"])
+def test_every_launch_config_is_exact(qd, gen):
     """The tuner's candidate configs all give the reference's bits (a tuned config cannot change
     results): plain quant, RMSNorm and SiLU producers, window-reading and scattered lifts, split rows,
-    pair tiles (each warp count: a tile smaller than the threads is laid out differently)."""
+    pair tiles (each warp count: a tile smaller than the threads is laid out differently; each
+    unit of groups), INT8 and FP8 (the pair kernel packs FP8 words in its own way)."""
     from slidesparse.kernels import launch
     from slidesparse.kernels import reference as R
     from slidesparse.kernels import triton_kernels as tk
@@ -284,27 +286,28 @@ def test_every_launch_config_is_exact(gen):
         pat = _pat(pattern)
         if kernel == "silu_mul_quant":
             x = _rand_x(64, 2 * K, gen)
-            qr, sr = R.silu_mul_quant_ref(x, "int8", pat)
+            qr, sr = R.silu_mul_quant_ref(x, qd, pat)
             kw = {"producer": tk.SILU_MUL}
         elif kernel == "rmsnorm_quant":
             x = _rand_x(64, K, gen)
             w = (torch.rand(K, device="cuda", generator=gen.g) + 0.5).to(torch.bfloat16)
-            qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, "int8", pat)
+            qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat)
             kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-6}
         else:
             x = _rand_x(64, K, gen)
-            qr, sr = ReferenceOps().quant(x, "int8", pat)
+            qr, sr = ReferenceOps().quant(x, qd, pat)
             kw = {}
         seen = set()
         for cfg in candidate_configs(kernel, K, pattern):
             shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"], cfg.get("PERSIST", 0),
-                     cfg.get("HOIST_W", 0), cfg.get("BLOCK_G", 0), cfg["num_warps"] if cfg.get("BLOCK_G") else 0)
+                     cfg.get("HOIST_W", 0), cfg.get("BLOCK_G", 0), cfg["num_warps"] if cfg.get("BLOCK_G") else 0,
+                     cfg.get("UNIT", 1), cfg.get("MAXNREG", 0))
             if shape in seen:  # warps and window blocks do not change which code runs; keeps compiles few
                 continue
             seen.add(shape)
-            q, s = _poisoned(64, qr.shape[1], "int8")
-            launch.quant(x, "int8", pat, cfg, out=(q, s), **kw)
-            _check_quant(q, s, qr, sr, 64, f"{kernel} K={K} {pattern} config {cfg}")
+            q, s = _poisoned(64, qr.shape[1], qd)
+            launch.quant(x, qd, pat, cfg, out=(q, s), **kw)
+            _check_quant(q, s, qr, sr, 64, f"{kernel} K={K} {pattern} {qd} config {cfg}")
 
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])

@@ -31,6 +31,8 @@ from slidesparse.pattern import Pattern
 def cands(kernel, K, pat, qd):
     p = None if pat is None else Pattern.parse(pat)
     out = [("new", tk, default_config(kernel, K, qd, p))]
+    if qd == "fp8" and default_config(kernel, K, "int8", p) != out[0][2]:
+        out.append(("int8-default", tk, default_config(kernel, K, "int8", p)))
     base = default_config(kernel, K, qd, p, pairs=False)
     seen = []
     def add(name, cfg):
@@ -49,7 +51,7 @@ def cands(kernel, K, pat, qd):
         add("persist1 w32", {**b, "num_warps": 32, "PERSIST": 1})
     if p is not None and p.window in (6, 8, 10):
         for c in pair_candidates(K, p):
-            nm = f"G{c['BLOCK_G']}{'s' if c['SPLIT'] else ''}w{c['num_warps']}"
+            nm = f"G{c['BLOCK_G']}{'s' if c['SPLIT'] else ''}w{c['num_warps']}u{c['UNIT']}"
             add(nm, c)
             if 8 <= c["num_warps"] < 32:
                 add(nm + f" r{65536 // (64 * c['num_warps'])}", {**c, "MAXNREG": 65536 // (64 * c["num_warps"])})

@@ -112,7 +112,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     if groups is not None:
         tk.quant_kernel_pairs[(triton_cdiv(Mp, rows),)](
             x, weight if weight is not None else x, q, s,
-            M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps),
+            M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps), 0,
             QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
             BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=rows,
             **_compile_options(config),

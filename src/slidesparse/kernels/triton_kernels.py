@@ -643,38 +643,78 @@ def _g_cat(a, b):
 
 
 @triton.jit
-def _g_emit(q_rows, hs, inv, keep, g0, KOUT, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
+def _g_emit(q_rows, hs, inv, keep, g0, KOUT, zero, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
             QFP8: tl.constexpr, SOFT: tl.constexpr):
     """Quantize the pair tiles ``hs`` and write the windows of the BU units of GQ groups from group
     g0: window w of group g is its pairs w and w + 1, slid columns 4*(g*(L/2 - 1) + w) .. + 3. A
     unit's GQ*(L/2 - 1) windows go out in the widest stores (16, 8 or 4 bytes) that divide them
     and their alignment: 16 with GQ = ``launch.pair_unit`` (narrow strided stores were the cost:
     H100, docs/PERF.md). Columns >= KOUT are not written (KOUT is a multiple of 32, so a store is
-    all in or all out). FP8 bytes come from ``_fp8_bits`` (same bits as ``_quantize``)."""
+    all in or all out). FP8: windows are built as int32 words from 16-bit pairs (``_fp8_pair16``),
+    ``zero`` is the kernel's runtime 0 that keeps ptxas from fusing the conversions into the packing."""
     H: tl.constexpr = L // 2
     NW: tl.constexpr = H - 1
-    q = ()
-    for t in tl.static_range(GQ * H):
-        if QFP8:
-            q = q + (_fp8_bits(tl.minimum(tl.maximum(hs[t] * inv, -448.0), 448.0)),)
-        else:
-            q = q + (_quantize(hs[t] * inv, QFP8, SOFT),)
-    wins = ()
-    for i in tl.static_range(GQ):
-        for w in tl.static_range(NW):
-            wins = wins + (_g_cat(q[i * H + w], q[i * H + w + 1]),)
     UB: tl.constexpr = GQ * NW * 4                               # bytes a unit writes
     CW: tl.constexpr = 16 if UB % 16 == 0 else (8 if UB % 8 == 0 else 4)  # store width: aligned, divides UB
     u = g0 // GQ + tl.arange(0, BU)[None, :, None]
-    for c in tl.static_range(UB // CW):
-        if CW == 16:
-            out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
-        elif CW == 8:
-            out = _g_cat(wins[2 * c], wins[2 * c + 1])
-        else:
-            out = wins[c]
-        col = u * UB + CW * c + tl.arange(0, CW)[None, None, :]
-        tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (u * UB + CW * c < KOUT))
+    wins = ()
+    if QFP8:
+        p16 = ()
+        for t in tl.static_range(GQ * H):
+            x0, x1 = tl.split(tl.minimum(tl.maximum(hs[t] * inv, -448.0), 448.0))
+            p16 = p16 + (_fp8_pair16(x0, x1, zero, SOFT),)
+        for i in tl.static_range(GQ):
+            for w in tl.static_range(NW):
+                wins = wins + ((p16[i * H + w] | (p16[i * H + w + 1] << 16))[:, :, None],)
+        w_rows = q_rows.to(tl.pointer_type(tl.int32), bitcast=True)  # windows are 4-byte aligned
+        for c in tl.static_range(UB // CW):
+            if CW == 16:
+                out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
+            elif CW == 8:
+                out = _g_cat(wins[2 * c], wins[2 * c + 1])
+            else:
+                out = wins[c]
+            word = (u * UB + CW * c) // 4 + tl.arange(0, CW // 4)[None, None, :]
+            tl.store(w_rows + word, out, mask=keep & (u * UB + CW * c < KOUT))
+    else:
+        q = ()
+        for t in tl.static_range(GQ * H):
+            q = q + (_quantize(hs[t] * inv, QFP8, SOFT),)
+        for i in tl.static_range(GQ):
+            for w in tl.static_range(NW):
+                wins = wins + (_g_cat(q[i * H + w], q[i * H + w + 1]),)
+        for c in tl.static_range(UB // CW):
+            if CW == 16:
+                out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
+            elif CW == 8:
+                out = _g_cat(wins[2 * c], wins[2 * c + 1])
+            else:
+                out = wins[c]
+            col = u * UB + CW * c + tl.arange(0, CW)[None, None, :]
+            tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (u * UB + CW * c < KOUT))
+
+
+@triton.jit
+def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
+    """The e4m3 bytes of clamped float32 ``x0`` (low byte) and ``x1`` (high byte) as an int32 < 2**16:
+    round to nearest even, as ``_quantize``. GPU: one cvt.rn.satfinite.e4m3x2 a pair, then + ``zero``
+    (a kernel argument that is 0 at run time): without it ptxas (Triton 3.6's) fuses the conversions
+    into the packing of the words, as F2FP ... PACK_AB_MERGE_C, and took the upper half of the words
+    whose pair two windows share from a wrong register (H100, 2026-12-06). Interpreter: ``_fp8_bits``."""
+    if SOFT:
+        r = (_fp8_bits(x0).to(tl.int32) & 0xFF) | ((_fp8_bits(x1).to(tl.int32) & 0xFF) << 8)
+    else:
+        r = tl.inline_asm_elementwise(
+            """{
+            .reg .b16 h;
+            .reg .b32 w;
+            cvt.rn.satfinite.e4m3x2.f32 h, $2, $1;
+            cvt.u32.u16 w, h;
+            add.u32 $0, w, $3;
+            }""",
+            "=r,r,r,r", [x0, x1, zero + tl.zeros_like(x0.to(tl.int32, bitcast=True))], dtype=tl.int32,
+            is_pure=True, pack=1)
+    return r
 
 
 @triton.jit
@@ -694,7 +734,7 @@ def _fp8_bits(v):
 @triton.jit
 def quant_kernel_pairs(
     x_ptr, w_ptr, q_ptr, s_ptr,
-    M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps,
+    M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
     QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
     PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
     GQ: tl.constexpr, ROWS: tl.constexpr,
@@ -784,11 +824,11 @@ def quant_kernel_pairs(
     keep = (rows < M_PAD)[:, None, None]
     q_rows = q_ptr + rows64[:, None, None] * stride_qm
     inv3 = inv[:, None, None]
-    _g_emit(q_rows, ha, inv3, keep, 0, KOUT, L, U1, GQ, QFP8, SOFT)
+    _g_emit(q_rows, ha, inv3, keep, 0, KOUT, zero, L, U1, GQ, QFP8, SOFT)
     if BG2 > 0:
-        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, L, U2, GQ, QFP8, SOFT)
+        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, zero, L, U2, GQ, QFP8, SOFT)
     if BG3 > 0:
-        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, L, U3, GQ, QFP8, SOFT)
+        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, zero, L, U3, GQ, QFP8, SOFT)
 
 
 @triton.jit
