@@ -262,7 +262,7 @@ def test_fp8_rounding_every_midpoint():
     q, s = run_quant(x, "fp8", None, {**ONE, "BLOCK_K": 2048})
     assert float(s[0]) == 1.0
     assert torch.equal(u8(q[0, :x.shape[1]]), u8(x[0].to(FP8)))
-    # the pair kernel encodes FP8 in integer ops (_fp8_bits): the same bytes, in the lifted layout
+    # the pair kernel's FP8 words (interpreter: _fp8_bits): the same bytes, in the lifted layout
     for L in (8, 10):
         q, s = run_quant(x, "fp8", f"2_{L}", {**ONE, "BLOCK_G": 1024})
         assert float(s[0]) == 1.0
@@ -572,7 +572,7 @@ def test_persistent_candidates():
 
 def test_pair_candidates_and_defaults():
     """Lifted rows get pair-tile candidates whose tiles cover the row; dense rows none. The defaults
-    take pair tiles only for the measured windows, and FP8 only where listed; pairs=False gives the
+    take pair tiles only for the measured windows, the same for INT8 and FP8; pairs=False gives the
     other kernels' config."""
     from slidesparse.kernels.tune import candidate_configs
 
@@ -586,8 +586,9 @@ def test_pair_candidates_and_defaults():
     assert C.default_config("quant", 3072, "int8", "2_8")["BLOCK_G"] == 512
     assert "BLOCK_G" not in C.default_config("quant", 3072, "int8", "2_8", pairs=False)
     assert "BLOCK_G" not in C.default_config("quant", 3072, "int8", "2_12")      # window not measured
-    assert "BLOCK_G" not in C.default_config("quant", 3072, "fp8", "2_8")        # FP8: listed cases only
-    assert C.default_config("quant", 8192, "fp8", "2_10")["BLOCK_G"] == 1024
+    for K, pattern in ((3072, "2_8"), (8192, "2_10"), (13824, "2_8"), (5120, "2_10")):
+        for kernel in ("quant", "rmsnorm_quant", "silu_mul_quant"):
+            assert C.default_config(kernel, K, "fp8", pattern) == C.default_config(kernel, K, "int8", pattern)
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8")  # three tiles: scatter
     with pytest.raises(ValueError, match="0 or a power of 2"):
         C.validate_config("quant", {**cfg(4096), "BLOCK_G": 48})

@@ -83,12 +83,6 @@ def rms_persist(K: int) -> int:
 SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 4), (18944, 8): (2048, 1, 16, 64, 1),
               (8192, 10): (1024, 0, 8, 0, 1), (13824, 10): (1024, 1, 16, 64, 1), (18944, 10): (2048, 0, 16, 0, 1)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
-# FP8 bytes are encoded in integer ops in the pair kernel (triton_kernels._fp8_bits), which costs
-# more than INT8's rounding: FP8 takes pair tiles only where they measured faster (same probes),
-# per (kernel, K, L): as SILU_PAIRS.
-FP8_PAIRS = {("quant", 8192, 10): (1024, 0, 4, 0, 1), ("rmsnorm_quant", 5120, 10): (512, 0, 4, 0, 1),
-             ("silu_mul_quant", 8192, 8): (1024, 0, 8, 0, 4), ("silu_mul_quant", 13824, 10): (1024, 1, 16, 0, 1),
-             ("silu_mul_quant", 18944, 10): (1024, 1, 16, 64, 1)}
 
 
 def _pair_entry(got) -> dict | None:
@@ -104,18 +98,18 @@ def pair_groups(K: int, L: int) -> int:
     return window_groups(Pattern(L).slid_k(K), L)
 
 
-def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
-    """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps}), or None to keep the
-    other kernels. Plain quant up to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at
-    K = 3072 / 8192 8:10): about two groups a thread in one tile of the next power of two. RMSNorm (4 warps):
-    one tile up to 256 groups, else the largest power of two plus one more tile (2048-5120: 77-87 % ->
-    80-96 %); a row that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %).
-    FP8: the measured cases of FP8_PAIRS only. Quant and RMSNorm hold a group a thread (UNIT 1:
-    RMSNorm 6:8 with 16-byte units of 4 groups ran at 51-71 % against 81-93 %, fewer threads a row)."""
+def pair_config(kernel: str, K: int, L: int) -> dict | None:
+    """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
+    other kernels; the same for INT8 and FP8 (FP8 converts pairs in hardware since 2026-12-06: H100
+    FP8 lifted rows at the INT8 configs within about 2 points of their best candidate). Plain quant up
+    to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
+    groups a thread in one tile of the next power of two. RMSNorm (4 warps): one tile up to 256
+    groups, else the largest power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row
+    that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %). Quant and RMSNorm
+    hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte units of 4 groups ran at 51-71 % against
+    81-93 %, fewer threads a row)."""
     if L not in PAIR_WINDOWS:
         return None
-    if fp8:
-        return _pair_entry(FP8_PAIRS.get((kernel, K, L)))
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
         return _pair_entry(SILU_PAIRS.get((K, L)))
@@ -211,7 +205,7 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
     lifted = norm_pattern(pattern) not in ("dense", "2_4")
     if lifted and pairs:
-        got = pair_config(kernel, K, Pattern.parse(pattern).window, _is_fp8(dtype))
+        got = pair_config(kernel, K, Pattern.parse(pattern).window)
         if got is not None:
             return {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_stages": 1, **got}
     kp = _next_pow2(max(K, 32))

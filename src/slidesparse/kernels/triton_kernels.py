@@ -720,9 +720,8 @@ def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
 @triton.jit
 def _fp8_bits(v):
     """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448, clamped): round to nearest even,
-    as the hardware conversion, in integer and float32 ops only. The pair kernel joins these bytes:
-    joining the converted fp8 pairs made ptxas (Triton 3.6's) pack the pairs that two windows share
-    into the words' upper halves from a wrong register (F2FP ... MERGE_C; H100, 2026-12-06).
+    as the hardware conversion, in integer and float32 ops only: the pair kernel's FP8 bytes under
+    the interpreter (``_fp8_pair16``), whose float8 conversion is not IEEE.
     |v| is rounded to the e4m3 grid (``_e4m3_grid``); a normal result's exponent and top 3 mantissa
     bits are then the byte (rebiased), a subnormal is |r| * 2**9."""
     r, sign = _e4m3_grid(v)
@@ -752,9 +751,8 @@ def quant_kernel_pairs(
     Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window stores
     a group ran at 77 % of copy, with one 16-byte store 100 %; 6:8 (GQ = 4: three 16-byte stores
     for four groups) had three 4-byte stores a group. With L = 8 the loads are one 16-byte access a
-    group, unzipped in registers; other L load each pair with a 4-byte access. FP8 bytes come from
-    integer ops (``_fp8_bits``), slower than INT8's rounding: the defaults (``configs.pair_config``)
-    take this kernel where it measured faster, per dtype."""
+    group, unzipped in registers; other L load each pair with a 4-byte access. FP8 pairs are
+    converted in hardware and packed into words as integers (``_fp8_pair16``)."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     live = (rows < M)[:, None, None]
     rows64 = rows.to(tl.int64)
