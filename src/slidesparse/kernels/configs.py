@@ -67,7 +67,7 @@ _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "b
 # Programs per SM of the persistent defaults: as many as an SM holds by the sm_90 compile's
 # registers (what the H100 measurement's 'P auto' used): RMSNorm 4 warps with the weight hoisted,
 # 156 registers at K = 5120 (tiles 4096 + 1024; 168 at 6144) -> 3, 245 at 8192 -> 2; SiLU 16 warps,
-# 100-128 registers (I = 8192..16384) -> 1.
+# 118-128 registers (I = 13824, 18944) -> 1.
 SILU_PERSIST = 1
 
 
@@ -101,7 +101,8 @@ def pair_groups(K: int, L: int) -> int:
 def pair_config(kernel: str, K: int, L: int) -> dict | None:
     """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
     other kernels; the same for INT8 and FP8 (FP8 converts pairs in hardware since 2026-12-06: H100
-    FP8 lifted rows at the INT8 configs within about 2 points of their best candidate). Plain quant up
+    FP8 lifted rows at the INT8 configs within 2.5 points of their best candidate in 40 of 48 cells,
+    4-11 behind at quant 6:8 K = 3072 / 3584 and RMSNorm 8:10 K = 2048 / 3072). Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
     groups a thread in one tile of the next power of two. RMSNorm (4 warps): one tile up to 256
     groups, else the largest power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row

@@ -668,14 +668,8 @@ def _g_emit(q_rows, hs, inv, keep, g0, KOUT, zero, L: tl.constexpr, BU: tl.const
                 wins = wins + ((p16[i * H + w] | (p16[i * H + w + 1] << 16))[:, :, None],)
         w_rows = q_rows.to(tl.pointer_type(tl.int32), bitcast=True)  # windows are 4-byte aligned
         for c in tl.static_range(UB // CW):
-            if CW == 16:
-                out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
-            elif CW == 8:
-                out = _g_cat(wins[2 * c], wins[2 * c + 1])
-            else:
-                out = wins[c]
             word = (u * UB + CW * c) // 4 + tl.arange(0, CW // 4)[None, None, :]
-            tl.store(w_rows + word, out, mask=keep & (u * UB + CW * c < KOUT))
+            tl.store(w_rows + word, _g_chunk(wins, c, CW // 4), mask=keep & (u * UB + CW * c < KOUT))
     else:
         q = ()
         for t in tl.static_range(GQ * H):
@@ -684,14 +678,22 @@ def _g_emit(q_rows, hs, inv, keep, g0, KOUT, zero, L: tl.constexpr, BU: tl.const
             for w in tl.static_range(NW):
                 wins = wins + (_g_cat(q[i * H + w], q[i * H + w + 1]),)
         for c in tl.static_range(UB // CW):
-            if CW == 16:
-                out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
-            elif CW == 8:
-                out = _g_cat(wins[2 * c], wins[2 * c + 1])
-            else:
-                out = wins[c]
             col = u * UB + CW * c + tl.arange(0, CW)[None, None, :]
-            tl.store(q_rows + col, out.to(q_rows.dtype.element_ty, bitcast=True), mask=keep & (u * UB + CW * c < KOUT))
+            tl.store(q_rows + col, _g_chunk(wins, c, CW // 4).to(q_rows.dtype.element_ty, bitcast=True),
+                     mask=keep & (u * UB + CW * c < KOUT))
+
+
+@triton.jit
+def _g_chunk(wins, c: tl.constexpr, N: tl.constexpr):
+    """Windows N*c .. N*c + N - 1 of the tuple ``wins`` (N = 1, 2 or 4) joined along the last axis:
+    one store's worth."""
+    if N == 4:
+        out = _g_cat(_g_cat(wins[4 * c], wins[4 * c + 1]), _g_cat(wins[4 * c + 2], wins[4 * c + 3]))
+    elif N == 2:
+        out = _g_cat(wins[2 * c], wins[2 * c + 1])
+    else:
+        out = wins[c]
+    return out
 
 
 @triton.jit
