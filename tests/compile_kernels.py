@@ -107,7 +107,8 @@ def pair_jobs():
              "silu_mul_quant": (8192, 13824, 18944)}
     producer = {"quant": tk.PLAIN, "rmsnorm_quant": tk.RMSNORM, "silu_mul_quant": tk.SILU_MUL}
     sig = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*fp32", "M": "i32", "M_PAD": "i32", "K": "i32",
-           "KOUT": "i32", "stride_xm": "i32", "stride_qm": "i32", "inter": "i32", "kf": "fp32", "eps": "fp32", "zero": "i32"}
+           "KOUT": "i32", "stride_xm": "i32", "stride_qm": "i32", "inter": "i32", "kf": "fp32", "eps": "fp32",
+           "zero": "i32"}
     for kernel, ks in sizes.items():
         for K in ks:
             for L in (6, 8, 10):
@@ -118,8 +119,8 @@ def pair_jobs():
                     if tiles is None:
                         continue
                     ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
-                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2], GQ=launch.group_unit(L, cfg),
-                              ROWS=int(cfg["ROWS"]))
+                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2],
+                              GQ=launch.group_unit(L, cfg), ROWS=int(cfg["ROWS"]))
                     yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{ce['GQ']}"
                            f" r{cfg.get('MAXNREG', 0)}", dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,
                            int(cfg["num_warps"]), int(cfg.get("MAXNREG", 0)))

@@ -3,14 +3,19 @@
 
     PYTHONPATH=src python3 tools/config_probe.py OUT_DIR [--cases kernel:K:pattern:dtype,...] [--m 16384,4096]
 
-For each case and M: the default config ('new'), the non-pair default at 4-32 warps with and without a
-register cap for two programs an SM (MAXNREG, 'rNN'), persistent SiLU variants, and every pair-tile
+For each case and M: the default config ('default'; for FP8 also the INT8 default), the non-pair
+default at 4-32 warps with and without a register cap for two programs an SM (MAXNREG, 'rNN'),
+persistent SiLU variants, and every pair-tile
 candidate (tune.pair_candidates) with a register cap where it allows two programs an SM; each first
 checked bit-identical to the default's output, then timed against a copy of the same bytes in the
 same process (kernels.timing). Prints the default and the best five per case (% of copy bandwidth)
 and writes OUT_DIR/probe.csv. Default cases: the lifted 6:8 rows of the built-in models.
 """
-import argparse, csv, sys, time, traceback
+import argparse
+import csv
+import sys
+import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,36 +24,36 @@ sys.path.insert(0, str(ROOT / "tools"))
 import torch
 import lift_variants
 from slidesparse.kernels import launch
-from slidesparse.kernels import triton_kernels as tk
-from slidesparse.kernels.configs import default_config
-from slidesparse.kernels.timing import copy_time_us, time_us
+from slidesparse.kernels.configs import QUANT_KERNELS, default_config
+from slidesparse.kernels.timing import copy_time_us, require_cuda, time_us
 from slidesparse.kernels.tune import pair_candidates
 from slidesparse.pattern import Pattern
+from slidesparse.quant import parse_qdtype
 
 
 
 
 def cands(kernel, K, pat, qd):
+    """(name, config) pairs to time for one case, the default first (the bit-identity reference)."""
     p = None if pat is None else Pattern.parse(pat)
-    out = [("new", tk, default_config(kernel, K, qd, p))]
-    if qd == "fp8" and default_config(kernel, K, "int8", p) != out[0][2]:
-        out.append(("int8-default", tk, default_config(kernel, K, "int8", p)))
-    base = default_config(kernel, K, qd, p, pairs=False)
-    seen = []
+    out = [("default", default_config(kernel, K, qd, p))]
+    if qd == "fp8" and default_config(kernel, K, "int8", p) != out[0][1]:
+        out.append(("int8-default", default_config(kernel, K, "int8", p)))
+
     def add(name, cfg):
-        if cfg not in seen:
-            seen.append(cfg); out.append((name, tk, cfg))
+        if all(cfg != c for _, c in out):
+            out.append((name, cfg))
+
+    base = {k: v for k, v in default_config(kernel, K, qd, p, pairs=False).items() if k not in ("PERSIST", "HOIST_W")}
     for nw in (4, 8, 16, 32):
-        b = {k: v for k, v in base.items() if k not in ("PERSIST", "HOIST_W")}
-        b["num_warps"] = nw
+        b = {**base, "num_warps": nw}
         add(f"base w{nw}", b)
-        if 65536 // (64 * nw) <= 255 and nw < 32:
+        if nw < 32 and 65536 // (64 * nw) <= 255:  # a register cap for two programs an SM
             add(f"base w{nw} r{65536 // (64 * nw)}", {**b, "MAXNREG": 65536 // (64 * nw)})
     if kernel == "silu_mul_quant" and (p is None or launch.tiling(K, launch.out_k(K, p), p.window, base)[4]):
-        b = {k: v for k, v in base.items() if k not in ("PERSIST", "HOIST_W")}
-        add("persist1 w16", {**b, "num_warps": 16, "PERSIST": 1})
-        add("persist2 w16 r64", {**b, "num_warps": 16, "PERSIST": 2, "MAXNREG": 64})
-        add("persist1 w32", {**b, "num_warps": 32, "PERSIST": 1})
+        add("persist1 w16", {**base, "num_warps": 16, "PERSIST": 1})
+        add("persist2 w16 r64", {**base, "num_warps": 16, "PERSIST": 2, "MAXNREG": 64})
+        add("persist1 w32", {**base, "num_warps": 32, "PERSIST": 1})
     if p is not None and p.window in (6, 8, 10):
         for c in pair_candidates(K, p):
             nm = f"G{c['BLOCK_G']}{'s' if c['SPLIT'] else ''}w{c['num_warps']}u{c['UNIT']}"
@@ -65,23 +70,33 @@ def make_case(kernel, K, pat, qd, M, gen):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--cases", default=",".join(
+    ap.add_argument("--cases", help="kernel:K:pattern:dtype, comma-separated (pattern 'dense' or a label like 2_8)",
+                    default=",".join(
         [f"silu_mul_quant:{i}:2_8:{q}" for q in ("int8", "fp8") for i in (8192, 13824, 18944)]
         + [f"rmsnorm_quant:{k}:2_8:{q}" for q in ("int8", "fp8") for k in (2048, 3072, 3584, 5120)]
         + [f"quant:{k}:2_8:{q}" for q in ("int8", "fp8") for k in (2048, 3072, 3584, 5120, 8192)]))
-    ap.add_argument("--m", default="16384,4096")
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--m", default="16384,4096", help="M values, comma-separated")
+    ap.add_argument("--reps", type=int, default=30, help="timed runs a config (median)")
     a = ap.parse_args()
+    try:
+        cases = [(k, int(K), None if p == "dense" else Pattern.parse(p).label, q)
+                 for k, K, p, q in (c.split(":") for c in a.cases.split(","))]
+        for k, K, p, q in cases:
+            if k not in QUANT_KERNELS:
+                raise ValueError(f"kernel {k!r} is not one of {', '.join(QUANT_KERNELS)}")
+            parse_qdtype(q)  # names the dtype that is wrong
+    except ValueError as e:
+        ap.error(f"--cases: {e} (want kernel:K:pattern:dtype, e.g. silu_mul_quant:13824:2_8:int8)")
+    require_cuda()
     a.out.mkdir(parents=True, exist_ok=True)
-    cases = [(k, int(K), None if p == "dense" else p, q) for k, K, p, q in (c.split(":") for c in a.cases.split(","))]
     gen = torch.Generator(device="cuda").manual_seed(0)
     t0 = time.time()
     jobs = []
     for k, K, p, q in cases:
         run, *_ = make_case(k, K, p, q, 64, gen)
-        jobs += [(run, cfg) for _, _, cfg in cands(k, K, p, q)]
+        jobs += [(run, cfg) for _, cfg in cands(k, K, p, q)]
     def go(j):
         try:
             j[0](j[1], 0)
@@ -98,11 +113,13 @@ def main():
             copy = copy_time_us(nbytes, 5, a.reps)
             res = []
             ref = None
-            for name, mod, cfg in cands(k, K, p, q):
+            for name, cfg in cands(k, K, p, q):
                 r = {"kernel": k, "K": K, "pattern": p or "dense", "dtype": q, "M": M, "variant": name, "config": cfg}
                 try:
-                    outs[0][0].view(torch.uint8).fill_(0x5A); outs[0][1].fill_(float("nan"))
-                    run(cfg, 0); torch.cuda.synchronize()
+                    outs[0][0].view(torch.uint8).fill_(0x5A)
+                    outs[0][1].fill_(float("nan"))
+                    run(cfg, 0)
+                    torch.cuda.synchronize()
                     got = (outs[0][0].view(torch.uint8).clone(), outs[0][1].clone())
                     if ref is None:
                         ref = got
@@ -113,16 +130,20 @@ def main():
                         r.update(us=round(us, 2), pct=round(100 * copy / us, 1))
                 except Exception as e:
                     r["error"] = f"{type(e).__name__}: {str(e)[:150]}"
-                rows.append(r); res.append(r)
-            del outs; torch.cuda.empty_cache()
+                rows.append(r)
+                res.append(r)
+            del outs
+            torch.cuda.empty_cache()
             ok = sorted((r for r in res if "pct" in r), key=lambda r: -r["pct"])
             get = {r["variant"]: r.get("pct", r.get("error")) for r in res}
-            print(f"{k[:4]} {K:>6} {p or 'dense':5} {q:4} {M:>6} default {get['new']} | "
+            print(f"{k[:4]} {K:>6} {p or 'dense':5} {q:4} {M:>6} default {get['default']} | "
                   + " ".join(f"{r['variant']}={r['pct']}" for r in ok[:5])
                   + "".join(f" !{r['variant']}:{r['error']}" for r in res if "error" in r), flush=True)
     with open(a.out / "probe.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["kernel", "K", "pattern", "dtype", "M", "variant", "us", "pct", "config", "error"])
-        w.writeheader(); w.writerows(rows)
+        w = csv.DictWriter(f, fieldnames=["kernel", "K", "pattern", "dtype", "M", "variant", "us", "pct", "config",
+                                          "error"])
+        w.writeheader()
+        w.writerows(rows)
     print(torch.cuda.get_device_name(), f"{time.time() - t0:.0f}s")
 
 

@@ -40,7 +40,7 @@ _KEYS = {
               "BLOCK_G", "MAXNREG", "UNIT"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
-_POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps"}
+_POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps", "UNIT"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
            "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (1, 4),
@@ -58,7 +58,8 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # (4 at 6:8).
 # MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
 # cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
-_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0, "UNIT": 1}
+_OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0,
+             "UNIT": 1}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -222,7 +223,7 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
             block_k, num_warps, extra = kp // 2, 32, {"SPLIT": 1}
         if lifted:
             extra = {**extra, "SCATTER": 1}
-            if kp > 16384:  # FP8 6:8 I = 18944: 60 -> 79 % of copy (32 -> 16 warps)
+            if kp > 16384:  # the scatter at I = 18944 (FP8 6:8 before pair tiles took it: 60 -> 79 %, 32 -> 16 warps)
                 num_warps = 16
         elif K == 8192 and _is_fp8(dtype):  # H100: 90 / 87 -> 102 / 99 % of copy (8 -> 16 warps)
             num_warps = 16
@@ -273,8 +274,6 @@ def validate_config(kernel: str, config, where: str = "config") -> dict:
             kind = "a power of 2 " if k in _POW2 else "0 or a power of 2 " if k == "BLOCK_G" else ""
             raise ValueError(f"{where}: {k}={v} must be {kind}in [{lo}, {hi}]")
         out[k] = v
-    if out.get("UNIT") == 3:
-        raise ValueError(f"{where}: UNIT=3 must be 1, 2 or 4")
     if out.get("MAXNREG") and out["MAXNREG"] < 32:
         raise ValueError(f"{where}: MAXNREG={out['MAXNREG']} must be 0 (the compiler's choice) or in [32, 255]")
     if out.get("HOIST_W") and not out.get("PERSIST"):

@@ -650,8 +650,8 @@ def _g_emit(q_rows, hs, inv, keep, g0, KOUT, zero, L: tl.constexpr, BU: tl.const
     unit's GQ*(L/2 - 1) windows go out in the widest stores (16, 8 or 4 bytes) that divide them
     and their alignment: 16 with GQ = ``launch.pair_unit`` (narrow strided stores were the cost:
     H100, docs/PERF.md). Columns >= KOUT are not written (KOUT is a multiple of 32, so a store is
-    all in or all out). FP8: windows are built as int32 words from 16-bit pairs (``_fp8_pair16``),
-    ``zero`` is the kernel's runtime 0 that keeps ptxas from fusing the conversions into the packing."""
+    all in or all out). FP8: windows are built as int32 words from 16-bit pairs (``_fp8_pair16``;
+    ``zero`` is the kernel's runtime 0 it adds)."""
     H: tl.constexpr = L // 2
     NW: tl.constexpr = H - 1
     UB: tl.constexpr = GQ * NW * 4                               # bytes a unit writes
@@ -700,9 +700,11 @@ def _g_chunk(wins, c: tl.constexpr, N: tl.constexpr):
 def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
     """The e4m3 bytes of clamped float32 ``x0`` (low byte) and ``x1`` (high byte) as an int32 < 2**16:
     round to nearest even, as ``_quantize``. GPU: one cvt.rn.satfinite.e4m3x2 a pair, then + ``zero``
-    (a kernel argument that is 0 at run time): without it ptxas (Triton 3.6's) fuses the conversions
-    into the packing of the words, as F2FP ... PACK_AB_MERGE_C, and took the upper half of the words
-    whose pair two windows share from a wrong register (H100, 2026-12-06). Interpreter: ``_fp8_bits``."""
+    (a kernel argument that is 0 at run time), a guard: when converted pairs were joined as fp8
+    tensors, ptxas (Triton 3.6's) fused the conversions into the packing (F2FP ... PACK_AB_MERGE_C)
+    and took the upper half of words whose pair two windows share from a wrong register (H100,
+    2026-12-06). Packed as integers here, its SASS merges with RZ only, with or without the guard,
+    and the bytes are checked on the GPU (tests/test_kernels_gpu.py). Interpreter: ``_fp8_bits``."""
     if SOFT:
         r = (_fp8_bits(x0).to(tl.int32) & 0xFF) | ((_fp8_bits(x1).to(tl.int32) & 0xFF) << 8)
     else:
@@ -743,10 +745,11 @@ def quant_kernel_pairs(
     """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
     position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
     of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
-    whole units of GQ consecutive groups (``launch.pair_unit``: the windows of a unit fill 16-byte
-    stores). h is produced once per input column, and each window (pairs j, j + 1 of a group) is
-    joined in registers and written with the unit's other windows in 16-byte stores, where the
-    scatter (``_emit``) needs two 2-byte stores a pair and index division. Same arithmetic op for
+    whole units of GQ consecutive groups (config key UNIT; at ``launch.pair_unit`` the windows of a
+    unit fill 16-byte stores). h is produced once per input column, and each window (pairs j, j + 1
+    of a group) is joined in registers and written with the unit's other windows in the widest
+    stores they fill, where the scatter (``_emit``) needs two 2-byte stores a pair and index
+    division. Same arithmetic op for
     op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a window
     whose columns are >= K quantizes zeros).
 

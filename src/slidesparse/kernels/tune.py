@@ -57,7 +57,7 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
                                 "SCATTER": sc, "SPLIT": 1})
         if K <= 4096:
             out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
-        out += _persist_candidates(kernel, K, pattern)
+        out += _schedule_candidates(kernel, K, pattern)
         if lifted:
             out += pair_candidates(int(K), Pattern.parse(pattern))
     seen, uniq = set(), []
@@ -90,9 +90,9 @@ def pair_candidates(K: int, pattern: Pattern) -> list[dict]:
     return out
 
 
-def _persist_candidates(kernel: str, K: int, pattern) -> list[dict]:
-    """Persistent-program (PERSIST) variants of the fused producers' default row tiling, where that
-    holds the whole row in registers and writes it densely or scattered (where PERSIST applies):
+def _schedule_candidates(kernel: str, K: int, pattern) -> list[dict]:
+    """Schedule variants of the fused producers' default row tiling, where that holds the whole row in
+    registers and writes it densely or scattered: persistent programs (PERSIST, where it applies),
     1 or 2 programs per SM; RMSNorm at 4 or 8 warps (4 also without the hoisted weight), SiLU at
     16 warps (and 32 for rows past 8192; one program an SM past 16384: two rows of 18944 do not
     fit the registers), and for SiLU rows past 8192 two programs an SM by a register cap (MAXNREG
