@@ -97,8 +97,9 @@ def persist_job(kernel, K, pattern, qd, over, base):
 
 
 def pair_jobs():
-    """The pair-tile kernel (BLOCK_G) at every default config that selects it, for both quantized
-    dtypes: (name, signature, constexprs, num_warps, MAXNREG). None of them may spill registers."""
+    """The pair-tile kernel (BLOCK_G) at every default config that selects it (persistent or not),
+    for both quantized dtypes: (name, signature, constexprs, num_warps, MAXNREG). None of them may
+    spill registers."""
     from slidesparse.kernels import launch  # noqa: PLC0415
     from slidesparse.kernels.configs import default_config  # noqa: PLC0415
     from slidesparse.pattern import Pattern  # noqa: PLC0415
@@ -120,9 +121,12 @@ def pair_jobs():
                         continue
                     ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
                               PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2],
-                              GQ=launch.group_unit(L, cfg), ROWS=int(cfg["ROWS"]))
+                              GQ=launch.group_unit(L, cfg), ROWS=int(cfg["ROWS"]),
+                              PERSIST=bool(cfg.get("PERSIST", 0)), N_ITER=0,
+                              HOIST_W=bool(cfg.get("PERSIST", 0) and cfg.get("HOIST_W", 0)))
                     yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{ce['GQ']}"
-                           f" r{cfg.get('MAXNREG', 0)}", dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,
+                           f" r{cfg.get('MAXNREG', 0)} p{cfg.get('PERSIST', 0)}{'h' if ce['HOIST_W'] else ''}",
+                           dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,
                            int(cfg["num_warps"]), int(cfg.get("MAXNREG", 0)))
 
 

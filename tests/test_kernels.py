@@ -454,6 +454,44 @@ def test_persistent_matches_reference(producer, pattern, qd):
             assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} M={M} poison {byte:#x}")
 
 
+@pytest.mark.parametrize("producer, pattern, unit, qd, persist", [
+    (tk.PLAIN, "6:8", 4, "fp8", 1), (tk.PLAIN, "8:10", 1, "int8", 2), (tk.RMSNORM, "6:8", 1, "int8", 2),
+    (tk.RMSNORM, "8:10", 1, "fp8", 1), (tk.SILU_MUL, "6:8", 4, "int8", 1), (tk.SILU_MUL, "8:10", 1, "fp8", 2),
+    (tk.SILU_MUL, "4:6", 2, "fp8", 1)])
+def test_persistent_pair_tiles_match_reference(producer, pattern, unit, qd, persist):
+    """quant_kernel_pairs as persistent programs (PERSIST with BLOCK_G): two or three group tiles,
+    programs looping over 16 two-row tiles (2 or 4 each) and prefetching past the last row, the
+    RMSNorm weight hoisted or loaded per tile; the references' bits and every element of q and
+    scale written (two poisons). (Each producer, dtype and UNIT in a few combinations: the
+    interpreter takes about 6 s a case.)"""
+    pat = Pattern.parse(pattern)
+    L = pat.window
+    K = {6: 700, 8: 900, 10: 1000}[L]
+    cfg = {**ONE, "BLOCK_G": 64, "SPLIT": 1, "ROWS": 2, "num_warps": 1, "UNIT": unit}
+    tiles = launch.pair_tiles(launch.out_k(K, pat), L, cfg)
+    assert tiles[1] > 0 and (tiles[2] > 0 or unit > 1), tiles  # 64 + 32 + 32 groups at UNIT 1
+    # positive: a negative weight gives FP8 -0 in padding rows (every RMSNorm kernel, a known gap)
+    w = (torch.rand(K, generator=torch.Generator().manual_seed(4)) * 2 + 0.1).to(torch.bfloat16)
+    M = 21  # 32 padded rows
+    x = rand_x(M, 2 * K if producer == tk.SILU_MUL else K, torch.bfloat16, seed=M + L, scale=6.0)
+    x[M - 2] = 0  # an all-zero row
+    if producer == tk.RMSNORM:
+        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat)
+        kw = {"producer": producer, "weight": w, "eps": 1e-6}
+    elif producer == tk.SILU_MUL:
+        qr, sr = R.silu_mul_quant_ref(x, qd, pat, exp=np_exp)
+        kw = {"producer": producer}
+    else:
+        qr, sr = REF.quant(x, qd, pat)
+        kw = {}
+    for hoist in ((0, 1) if producer == tk.RMSNORM else (0,)):
+        run = {**cfg, "PERSIST": persist, "HOIST_W": hoist}
+        for byte in (0x5A, 0xA5):
+            q, s = poisoned_with(M, launch.out_k(K, pat), qd, byte)
+            launch.quant(x, qd, pat, run, out=(q, s), **kw)
+            assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} {run} poison {byte:#x}")
+
+
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("pattern", [None, "2_8", "2_10"])
 def test_persistent_plain_quant_matches_reference(pattern, qd):
@@ -535,8 +573,12 @@ def test_default_config_persist_rule():
             assert persist("silu_mul_quant", inter, qd) == want, (inter, qd)
         for inter in (2048, 4096, 40000):
             assert persist("silu_mul_quant", inter, qd)[:2] == (0, 0), inter
-        for pattern in ("6:8", "8:10"):
-            assert persist("silu_mul_quant", 13824, qd, pattern)[:2] == (0, 0)
+        # lifted SiLU: the pair tiles at 6:8 are persistent past I = 8192 (one program an SM), 8:10 not
+        assert persist("silu_mul_quant", 13824, qd, "8:10")[:2] == (0, 0)
+        assert persist("silu_mul_quant", 8192, qd, "6:8")[:2] == (0, 0)
+        for inter in (13824, 18944):
+            assert persist("silu_mul_quant", inter, qd, "6:8") == (1, 0, 16)
+        assert persist("rmsnorm_quant", 3584, qd, "6:8") == (3, 1, 4)  # RMS_PAIRS: 3 programs, weight hoisted
         for K in (2048, 5120, 13824):
             assert persist("quant", K, qd)[:2] == (0, 0)
     # FP8 8192 < I <= 16384: two programs an SM by a register cap instead
@@ -558,8 +600,14 @@ def test_persistent_candidates():
     for kernel, K, pattern in (("rmsnorm_quant", 5120, None), ("rmsnorm_quant", 3584, "2_8"),
                                ("silu_mul_quant", 13824, None), ("silu_mul_quant", 8192, "2_10")):
         cands = candidate_configs(kernel, K, pattern)
-        pers = [c for c in cands if c["PERSIST"]]
+        pers = [c for c in cands if c["PERSIST"] and not c["BLOCK_G"]]  # the schedule variants
         assert {c["PERSIST"] for c in pers} >= {1, 2}, (kernel, K)
+        pair_pers = [c for c in cands if c["PERSIST"] and c["BLOCK_G"]]
+        assert bool(pair_pers) == (pattern is not None), (kernel, K, pattern)
+        if kernel == "rmsnorm_quant":  # three programs an SM, the weight hoisted, at up to 4 warps
+            assert all(c["PERSIST"] == 3 and c["HOIST_W"] and c["num_warps"] <= 4 for c in pair_pers)
+        else:  # one program an SM at 16 or 32 warps
+            assert all(c["PERSIST"] == 1 and c["num_warps"] >= 16 for c in pair_pers)
         assert len(pers) <= 6
         if kernel == "silu_mul_quant" and K > 8192:  # and two programs an SM by a register cap
             assert [c for c in cands if c["MAXNREG"] == 64 and c["num_warps"] == 16 and not c["PERSIST"]]
@@ -572,8 +620,9 @@ def test_persistent_candidates():
 
 def test_pair_candidates_and_defaults():
     """Lifted rows get pair-tile candidates whose tiles cover the row; dense rows none. The defaults
-    take pair tiles only for the measured windows, the same for INT8 and FP8; pairs=False gives the
-    other kernels' config."""
+    take pair tiles only for the measured windows, the same for INT8 and FP8 but for plain quant
+    6:8 past 256 groups; measured table rows may be persistent; pairs=False gives the other
+    kernels' config."""
     from slidesparse.kernels.tune import candidate_configs
 
     for kernel, K in (("quant", 3072), ("rmsnorm_quant", 5120), ("silu_mul_quant", 18944)):
@@ -588,8 +637,20 @@ def test_pair_candidates_and_defaults():
     assert "BLOCK_G" not in C.default_config("quant", 3072, "int8", "2_12")      # window not measured
     for K, pattern in ((3072, "2_8"), (8192, "2_10"), (13824, "2_8"), (5120, "2_10")):
         for kernel in ("quant", "rmsnorm_quant", "silu_mul_quant"):
+            if (kernel, pattern) == ("quant", "2_8") and K == 3072:  # FP8 6:8 past 256 groups: two half tiles
+                fp8 = C.default_config(kernel, K, "fp8", pattern)
+                assert (fp8["BLOCK_G"], fp8["SPLIT"], fp8["num_warps"]) == (256, 1, 8)
+                assert launch.pair_tiles(launch.out_k(K, Pattern(8)), 8, fp8) == (256, 256, 0)
+                continue
             assert C.default_config(kernel, K, "fp8", pattern) == C.default_config(kernel, K, "int8", pattern)
-    assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8")  # three tiles: scatter
+    assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8", pairs=False)
+    assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 5120, "int8", "2_6")  # three tiles: scatter
+    rms = C.default_config("rmsnorm_quant", 3584, "fp8", "2_8")  # a measured RMS_PAIRS row: persistent
+    assert (rms["BLOCK_G"], rms["UNIT"], rms["PERSIST"], rms["HOIST_W"]) == (512, 4, 3, 1)
+    silu = C.default_config("silu_mul_quant", 18944, "int8", "2_8")
+    assert silu["PERSIST"] == 1 and silu["HOIST_W"] == 0
+    for c in (rms, silu):
+        assert C.validate_config("rmsnorm_quant", c) == {**C.validate_config("rmsnorm_quant", c), **c}
     with pytest.raises(ValueError, match="0 or a power of 2"):
         C.validate_config("quant", {**cfg(4096), "BLOCK_G": 48})
 

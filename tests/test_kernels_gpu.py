@@ -311,33 +311,39 @@ def test_every_launch_config_is_exact(qd, gen):
 
 
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
-@pytest.mark.parametrize("kernel, K", [("rmsnorm_quant", 5120), ("silu_mul_quant", 13824), ("silu_mul_quant", 18944),
-                                       ("silu_mul_quant", 8192)])
-def test_persistent_default_equals_one_row_per_program(kernel, K, qd, gen):
-    """The persistent schedule (PERSIST; the default for RMSNorm K = 5120, SiLU I = 18944 and INT8
-    I = 13824, forced elsewhere: the path still has to be exact) gives the same bits as the same
-    config run one row tile per program, and writes every element (two different poisons), at an M
-    that is not a multiple of the grid; at small M too (fewer row tiles than SMs)."""
+@pytest.mark.parametrize("kernel, K, pattern", [
+    ("rmsnorm_quant", 5120, None), ("silu_mul_quant", 13824, None), ("silu_mul_quant", 18944, None),
+    ("silu_mul_quant", 8192, None), ("silu_mul_quant", 13824, "2_8"), ("silu_mul_quant", 18944, "2_8"),
+    ("rmsnorm_quant", 3584, "2_8")])
+def test_persistent_default_equals_one_row_per_program(kernel, K, pattern, qd, gen):
+    """The persistent schedules (PERSIST; the default for dense RMSNorm K = 5120, SiLU I = 18944 and
+    INT8 I = 13824, and for the pair tiles of SiLU 6:8 I = 13824 / 18944 and RMSNorm 6:8 K = 3584;
+    forced elsewhere: the path still has to be exact) give the same bits as the same config run one
+    row tile per program, and write every element (two different poisons), at an M that is not a
+    multiple of the grid; at small M too (fewer row tiles than SMs)."""
     from slidesparse.kernels import launch
     from slidesparse.kernels import triton_kernels as tk
     from slidesparse.kernels.configs import default_config
 
-    cfg = default_config(kernel, K, qd, None)
-    assert bool(cfg.get("PERSIST")) == (kernel == "rmsnorm_quant" or K == 18944 or (K == 13824 and qd == "int8"))
+    pat = _pat(pattern)
+    cfg = default_config(kernel, K, qd, pat)
+    assert bool(cfg.get("PERSIST")) == (pattern is not None or kernel == "rmsnorm_quant" or K == 18944
+                                        or (K == 13824 and qd == "int8"))
+    assert bool(cfg.get("BLOCK_G")) == (pattern is not None)
     cfg = {**cfg, "PERSIST": cfg.get("PERSIST") or 1, "MAXNREG": 0}
     plain = {**cfg, "PERSIST": 0, "HOIST_W": 0}
     w = (torch.rand(K, device="cuda", generator=gen.g) + 0.5).to(torch.bfloat16)
     kw = {"producer": tk.RMSNORM, "weight": w, "eps": 1e-5} if kernel == "rmsnorm_quant" else {"producer": tk.SILU_MUL}
     for M in (4096 + 77, 33):
         x = _rand_x(M, 2 * K if kernel == "silu_mul_quant" else K, gen)
-        want = _poisoned(M, launch.out_k(K, None), qd)
-        launch.quant(x, qd, None, plain, out=want, **kw)
+        want = _poisoned(M, launch.out_k(K, pat), qd)
+        launch.quant(x, qd, pat, plain, out=want, **kw)
         for byte in (0x5A, 0xA5):
-            got = _poisoned(M, launch.out_k(K, None), qd)
+            got = _poisoned(M, launch.out_k(K, pat), qd)
             got[0].view(torch.uint8).fill_(byte)
-            launch.quant(x, qd, None, cfg, out=got, **kw)
+            launch.quant(x, qd, pat, cfg, out=got, **kw)
             torch.cuda.synchronize()
-            what = f"{kernel} K={K} M={M} {qd} {cfg} poison {byte:#x} seed={gen.seed}"
+            what = f"{kernel} K={K} {pattern} M={M} {qd} {cfg} poison {byte:#x} seed={gen.seed}"
             assert torch.equal(_bytes(got[0]), _bytes(want[0])), \
                 f"{what}: {int((_bytes(got[0]) != _bytes(want[0])).sum())} q bytes differ"
             assert torch.equal(got[1].view(torch.int32), want[1].view(torch.int32)), f"{what}: scales differ"

@@ -6,7 +6,8 @@
 For each case and M: the default config ('default'; for FP8 also the INT8 default), the non-pair
 default at 4-32 warps with and without a register cap for two programs an SM (MAXNREG, 'rNN'),
 persistent SiLU variants, and every pair-tile
-candidate (tune.pair_candidates) with a register cap where it allows two programs an SM; each first
+candidate (tune.pair_candidates) with a register cap where it allows two programs an SM and as
+persistent programs (PERSIST 1, 2 under that cap; RMSNorm also 1-3 with the weight hoisted); each first
 checked bit-identical to the default's output, then timed against a copy of the same bytes in the
 same process (kernels.timing). Prints the default and the best five per case (% of copy bandwidth)
 and writes OUT_DIR/probe.csv. Default cases: the lifted 6:8 rows of the built-in models.
@@ -58,8 +59,15 @@ def cands(kernel, K, pat, qd):
         for c in pair_candidates(K, p):
             nm = f"G{c['BLOCK_G']}{'s' if c['SPLIT'] else ''}w{c['num_warps']}u{c['UNIT']}"
             add(nm, c)
+            cap = 65536 // (64 * c["num_warps"])
             if 8 <= c["num_warps"] < 32:
-                add(nm + f" r{65536 // (64 * c['num_warps'])}", {**c, "MAXNREG": 65536 // (64 * c["num_warps"])})
+                add(nm + f" r{cap}", {**c, "MAXNREG": cap})
+            # persistent programs (the next row tile's loads in flight): one an SM, or two under the cap
+            add(nm + " P1", {**c, "PERSIST": 1})
+            add(nm + (f" P2 r{cap}" if cap < 255 else " P2"), {**c, "PERSIST": 2, "MAXNREG": cap if cap < 255 else 0})
+            if kernel == "rmsnorm_quant":  # the weight loaded once a program, 1-3 programs an SM
+                for pp in (1, 2, 3):
+                    add(nm + f" P{pp}h", {**c, "PERSIST": pp, "HOIST_W": 1})
     return out
 
 

@@ -77,19 +77,31 @@ def rms_persist(K: int) -> int:
 
 
 # Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
-# re-reads on the H100 (scratch probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
-# docs/PERF.md): SiLU, per (I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT); rows not
-# listed keep the scatter. UNIT 4 at 6:8 = 16-byte stores of 4 groups (I = 13824: 87 -> 90 %),
-# 1 = a group a thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096).
-SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1), (13824, 8): (2048, 0, 16, 64, 4), (18944, 8): (2048, 1, 16, 64, 1),
-              (8192, 10): (1024, 0, 8, 0, 1), (13824, 10): (1024, 1, 16, 64, 1), (18944, 10): (2048, 0, 16, 0, 1)}
+# re-reads on the H100 (probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
+# docs/PERF.md), per (K or I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT, PERSIST).
+# SiLU rows not listed keep the scatter. UNIT 4 at 6:8 = 16-byte stores of 4 groups; 1 = a group a
+# thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096). PERSIST 1 (persistent programs,
+# the next row's loads in flight) at 6:8 I = 13824: 90 / 87 -> 98 / 94 (INT8), 90 / 87 -> 93 / 89
+# (FP8); I = 18944: 80 / 77 -> 83 / 79 (INT8), 78 / 75 -> 88 / 84 (FP8).
+SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1, 0), (13824, 8): (2048, 0, 16, 0, 4, 1),
+              (18944, 8): (2048, 1, 16, 0, 1, 1),
+              (8192, 10): (1024, 0, 8, 0, 1, 0), (13824, 10): (1024, 1, 16, 64, 1, 0),
+              (18944, 10): (2048, 0, 16, 0, 1, 0)}
+# RMSNorm rows where a measured config beat the rule of ``pair_config`` (INT8 / FP8, M = 16384 / 4096):
+# 8:10 at 2 warps, 4-5 groups a thread (K = 2048 FP8 87 / 95 -> 93 / 97; K = 3072 INT8 81 / 86 -> 90 /
+# 93, FP8 80 / 84 -> 88 / 88); 6:8 K = 3584 (the rule's scatter: 85 / 92, 86 / 90) in 16-byte units
+# as 3 persistent programs an SM with the weight hoisted: 87 / 92, 88 / 92.
+RMS_PAIRS = {(2048, 10): (256, 0, 2, 0, 1, 0), (3072, 10): (256, 1, 2, 0, 1, 0), (3584, 8): (512, 0, 4, 0, 4, 3)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 
 
-def _pair_entry(got) -> dict | None:
+def _pair_entry(got, kernel: str) -> dict | None:
     if got is None:
         return None
-    return {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2], "MAXNREG": got[3], "UNIT": got[4]}
+    out = {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2], "MAXNREG": got[3], "UNIT": got[4]}
+    if got[5]:  # persistent; RMSNorm's weight then loaded once a program (as measured)
+        out.update(PERSIST=got[5], HOIST_W=int(kernel == "rmsnorm_quant"))
+    return out
 
 
 def pair_groups(K: int, L: int) -> int:
@@ -99,27 +111,32 @@ def pair_groups(K: int, L: int) -> int:
     return window_groups(Pattern(L).slid_k(K), L)
 
 
-def pair_config(kernel: str, K: int, L: int) -> dict | None:
+def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
-    other kernels; the same for INT8 and FP8 (FP8 converts pairs in hardware since 2026-12-06: H100
-    FP8 lifted rows at the INT8 configs within 2.5 points of their best candidate in 40 of 48 cells,
-    4-11 behind at quant 6:8 K = 3072 / 3584 and RMSNorm 8:10 K = 2048 / 3072). Plain quant up
+    other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables. Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
-    groups a thread in one tile of the next power of two. RMSNorm (4 warps): one tile up to 256
-    groups, else the largest power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row
-    that needs three tiles keeps the scatter (K = 3584 6:8: 77 % against 85 %). Quant and RMSNorm
-    hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte units of 4 groups ran at 51-71 % against
-    81-93 %, fewer threads a row)."""
+    groups a thread in one tile of the next power of two; FP8 at 6:8 past 256 groups in two tiles of
+    half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where
+    INT8 runs at 97-99 % with one tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest
+    power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row that needs three tiles
+    keeps the scatter. Quant and RMSNorm hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte
+    units of 4 groups ran at 51-71 % against 81-93 %, fewer threads a row). INT8 and FP8 take the
+    same configs elsewhere (FP8 converts pairs in hardware since 2026-12-06: within 2.5 points of
+    the best FP8 candidate in 40 of 48 probed cells)."""
     if L not in PAIR_WINDOWS:
         return None
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
-        return _pair_entry(SILU_PAIRS.get((K, L)))
+        return _pair_entry(SILU_PAIRS.get((K, L)), kernel)
     if kernel == "quant":
         if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
             return None
+        if fp8 and L == 8 and need > 256:
+            return {"BLOCK_G": _next_pow2(need) // 2, "SPLIT": 1, "num_warps": 8, "UNIT": 1}
         return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
                 "UNIT": 1}
+    if kernel == "rmsnorm_quant" and (K, L) in RMS_PAIRS:
+        return _pair_entry(RMS_PAIRS[(K, L)], kernel)
     if kernel == "rmsnorm_quant" and need <= 8192:
         if need <= 256:
             return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": 4, "UNIT": 1}
@@ -207,7 +224,7 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}
     lifted = norm_pattern(pattern) not in ("dense", "2_4")
     if lifted and pairs:
-        got = pair_config(kernel, K, Pattern.parse(pattern).window)
+        got = pair_config(kernel, K, Pattern.parse(pattern).window, _is_fp8(dtype))
         if got is not None:
             return {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_stages": 1, **got}
     kp = _next_pow2(max(K, 32))

@@ -75,7 +75,8 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     scattered launches ``quant_kernel_persist`` instead: min(row tiles, SMs * PERSIST) programs
     (``sm_count``), the grid a function of M and the config only (CUDA-graph capturable). Same bits.
     A lifted row whose config has BLOCK_G > 0 and whose windows fit its tiles (``pair_tiles``)
-    launches ``quant_kernel_pairs`` (before any of that). Same bits.
+    launches ``quant_kernel_pairs`` (before any of that; with PERSIST > 0 as persistent programs,
+    the grid as above). Same bits.
     """
     check_x(x, "gate_up" if producer == tk.SILU_MUL else "x")
     qd = qdtype if qdtype in _QMAX else parse_qdtype(qdtype)
@@ -109,16 +110,21 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     block_k, block_k2, kin, one_chunk, scatter = tiling(K, kout, L, config)
     tail = 1 << (2 * L + 27).bit_length() if scatter else 1
     groups = pair_tiles(kout, L, config)
+    persist = int(config.get("PERSIST", 0))
+    hoist_w = bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM
     if groups is not None:
-        tk.quant_kernel_pairs[(triton_cdiv(Mp, rows),)](
+        tiles = triton_cdiv(Mp, rows)
+        grid = min(tiles, sm_count(x.device) * persist) if persist else tiles
+        tk.quant_kernel_pairs[(grid,)](
             x, weight if weight is not None else x, q, s,
             M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps), 0,
             QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
             BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=rows,
+            PERSIST=bool(persist), HOIST_W=hoist_w and bool(persist),
+            N_ITER=triton_cdiv(tiles, grid) if persist and _SOFT else 0,
             **_compile_options(config),
         )
         return q, s
-    persist = int(config.get("PERSIST", 0))
     if persist and one_chunk and (L == 0 or scatter):
         bk2, bk3 = persist_tiles(kin, block_k, block_k2)
         tiles = triton_cdiv(Mp, rows)
@@ -129,8 +135,7 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
             float(K), float(eps),
             QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
             BLOCK_K=block_k, BLOCK_K2=bk2, BLOCK_K3=bk3, ROWS=rows, TAIL=tail,
-            HOIST_W=bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM,
-            N_ITER=triton_cdiv(tiles, grid) if _SOFT else 0,
+            HOIST_W=hoist_w, N_ITER=triton_cdiv(tiles, grid) if _SOFT else 0,
             **_compile_options(config),
         )
         return q, s

@@ -618,13 +618,16 @@ def _g_ssq(xs, up):
 
 
 @triton.jit
-def _g_h(raw, raw_up, xs, rstd, w_ptr, g0, K, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
-         PRODUCER: tl.constexpr, SOFT: tl.constexpr):
-    """h of each pair tile (``_produce``'s arithmetic, op for op). RMSNorm: ``xs`` is x in float32."""
+def _g_h(raw, raw_up, xs, ws, rstd, w_ptr, g0, K, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr,
+         PRODUCER: tl.constexpr, SOFT: tl.constexpr, HOIST_W: tl.constexpr):
+    """h of each pair tile (``_produce``'s arithmetic, op for op). RMSNorm: ``xs`` is x in float32,
+    ``ws`` the weight's tiles when HOIST_W (``_g_w``), else the weight is loaded here."""
     out = ()
     for i in tl.static_range(GQ):
         for j in tl.static_range(L // 2):
-            if PRODUCER == 1:
+            if PRODUCER == 1 and HOIST_W:
+                h = (xs[i * (L // 2) + j] * rstd) * ws[i * (L // 2) + j]
+            elif PRODUCER == 1:
                 h = _rms_h(xs[i * (L // 2) + j], rstd, w_ptr, _g_cols(g0, BU, i, j, L, GQ), K, SOFT)
             elif PRODUCER == 2:
                 h = _silu_mul(_f32(raw[i * (L // 2) + j], SOFT), _f32(raw_up[i * (L // 2) + j], SOFT), SOFT)
@@ -735,59 +738,62 @@ def _fp8_bits(v):
 
 
 @triton.jit
-def quant_kernel_pairs(
-    x_ptr, w_ptr, q_ptr, s_ptr,
-    M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
-    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
-    PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
-    GQ: tl.constexpr, ROWS: tl.constexpr,
-):
-    """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
-    position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
-    of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
-    whole units of GQ consecutive groups (config key UNIT; at ``launch.pair_unit`` the windows of a
-    unit fill 16-byte stores). h is produced once per input column, and each window (pairs j, j + 1
-    of a group) is joined in registers and written with the unit's other windows in the widest
-    stores they fill, where the scatter (``_emit``) needs two 2-byte stores a pair and index
-    division. Same arithmetic op for
-    op, so the same bits; every element of q [M_PAD, KOUT] and scale [M_PAD] is written (a window
-    whose columns are >= K quantizes zeros).
-
-    Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window stores
-    a group ran at 77 % of copy, with one 16-byte store 100 %; 6:8 (GQ = 4: three 16-byte stores
-    for four groups) had three 4-byte stores a group. With L = 8 the loads are one 16-byte access a
-    group, unzipped in registers; other L load each pair with a 4-byte access. FP8 pairs are
-    converted in hardware and packed into words as integers (``_fp8_pair16``)."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+def _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L: tl.constexpr, PRODUCER: tl.constexpr, BG: tl.constexpr,
+                 BG2: tl.constexpr, BG3: tl.constexpr, GQ: tl.constexpr, ROWS: tl.constexpr):
+    """The raw loads of row tile ``tile`` (rows tile*ROWS ...) as pair tiles: (a, a_up, b, b_up, c,
+    c_up), one ``_g_load`` tuple per group tile (BG, BG2, BG3; absent = a 1-tuple placeholder) and
+    half (up: SiLU's, at +inter). Zeros at rows >= M and columns >= K."""
+    rows = tile * ROWS + tl.arange(0, ROWS)
     live = (rows < M)[:, None, None]
-    rows64 = rows.to(tl.int64)
-    x_rows = x_ptr + rows64[:, None, None] * stride_xm          # [ROWS, 1, 1]
-    g2: tl.constexpr = BG
-    g3: tl.constexpr = BG + BG2
-    U1: tl.constexpr = BG // GQ
-    U2: tl.constexpr = BG2 // GQ
-    U3: tl.constexpr = BG3 // GQ
+    x_rows = x_ptr + rows.to(tl.int64)[:, None, None] * stride_xm   # [ROWS, 1, 1]
     dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
-    ra = _g_load(x_rows, 0, K, live, L, U1, GQ)
+    ra = _g_load(x_rows, 0, K, live, L, BG // GQ, GQ)
     ua = dummy
     rb = dummy
     ub = dummy
     rc = dummy
     uc = dummy
     if PRODUCER == 2:
-        ua = _g_load(x_rows + inter, 0, K, live, L, U1, GQ)
+        ua = _g_load(x_rows + inter, 0, K, live, L, BG // GQ, GQ)
     if BG2 > 0:
-        rb = _g_load(x_rows, g2, K, live, L, U2, GQ)
+        rb = _g_load(x_rows, BG, K, live, L, BG2 // GQ, GQ)
         if PRODUCER == 2:
-            ub = _g_load(x_rows + inter, g2, K, live, L, U2, GQ)
+            ub = _g_load(x_rows + inter, BG, K, live, L, BG2 // GQ, GQ)
     if BG3 > 0:
-        rc = _g_load(x_rows, g3, K, live, L, U3, GQ)
+        rc = _g_load(x_rows, BG + BG2, K, live, L, BG3 // GQ, GQ)
         if PRODUCER == 2:
-            uc = _g_load(x_rows + inter, g3, K, live, L, U3, GQ)
+            uc = _g_load(x_rows + inter, BG + BG2, K, live, L, BG3 // GQ, GQ)
+    return ra, ua, rb, ub, rc, uc
 
-    xa = dummy
-    xb = dummy
-    xc = dummy
+
+@triton.jit
+def _g_w(w_ptr, g0, K, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr, SOFT: tl.constexpr):
+    """The RMSNorm weight at the pair tiles of ``_g_load`` (float32, [1, BU, 2] each), as
+    ``_rms_h`` loads it: HOIST_W loads it once per persistent program."""
+    out = ()
+    for i in tl.static_range(GQ):
+        for j in tl.static_range(L // 2):
+            c = _g_cols(g0, BU, i, j, L, GQ)
+            out = out + (_f32(tl.load(w_ptr + c, mask=c < K, other=0.0), SOFT),)
+    return out
+
+
+@triton.jit
+def _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm, kf, eps,
+            zero, QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+            PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
+            GQ: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
+    """q and scale of row tile ``tile`` from its raw loads (``_g_tile_load``): passes 0-2, the
+    reference's arithmetic op for op. ``wa``/``wb``/``wc``: the hoisted weight (HOIST_W) or unused."""
+    rows = tile * ROWS + tl.arange(0, ROWS)
+    g2: tl.constexpr = BG
+    g3: tl.constexpr = BG + BG2
+    U1: tl.constexpr = BG // GQ
+    U2: tl.constexpr = BG2 // GQ
+    U3: tl.constexpr = BG3 // GQ
+    xa = ra
+    xb = rb
+    xc = rc
     if PRODUCER == 1:  # pass 0: rstd from the fixed-point sum of squares (reference.sum_squares)
         xa = _g_f32(ra, SOFT)
         amx = _g_absmax(xa)
@@ -809,15 +815,15 @@ def quant_kernel_pairs(
         rstd = tl.full([ROWS, 1, 1], 1.0, tl.float32)
 
     # pass 1: absmax of h
-    ha = _g_h(ra, ua, xa, rstd, w_ptr, 0, K, L, U1, GQ, PRODUCER, SOFT)
+    ha = _g_h(ra, ua, xa, wa, rstd, w_ptr, 0, K, L, U1, GQ, PRODUCER, SOFT, HOIST_W)
     amax = _g_absmax(ha)
     hb = ha
     hc = ha
     if BG2 > 0:
-        hb = _g_h(rb, ub, xb, rstd, w_ptr, g2, K, L, U2, GQ, PRODUCER, SOFT)
+        hb = _g_h(rb, ub, xb, wb, rstd, w_ptr, g2, K, L, U2, GQ, PRODUCER, SOFT, HOIST_W)
         amax = tl.maximum(amax, _g_absmax(hb))
     if BG3 > 0:
-        hc = _g_h(rc, uc, xc, rstd, w_ptr, g3, K, L, U3, GQ, PRODUCER, SOFT)
+        hc = _g_h(rc, uc, xc, wc, rstd, w_ptr, g3, K, L, U3, GQ, PRODUCER, SOFT, HOIST_W)
         amax = tl.maximum(amax, _g_absmax(hc))
     amax = tl.maximum(amax, FLOOR)
     inv = tl.math.div_rn(tl.full([ROWS], QMAX, tl.float32), amax)
@@ -825,13 +831,91 @@ def quant_kernel_pairs(
 
     # pass 2: quantize and write the windows
     keep = (rows < M_PAD)[:, None, None]
-    q_rows = q_ptr + rows64[:, None, None] * stride_qm
+    q_rows = q_ptr + rows.to(tl.int64)[:, None, None] * stride_qm
     inv3 = inv[:, None, None]
     _g_emit(q_rows, ha, inv3, keep, 0, KOUT, zero, L, U1, GQ, QFP8, SOFT)
     if BG2 > 0:
         _g_emit(q_rows, hb, inv3, keep, g2, KOUT, zero, L, U2, GQ, QFP8, SOFT)
     if BG3 > 0:
         _g_emit(q_rows, hc, inv3, keep, g3, KOUT, zero, L, U3, GQ, QFP8, SOFT)
+
+
+@triton.jit
+def _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero, pid, G, n_iter,
+            QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+            PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
+            GQ: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
+    """Row tiles pid, pid + G, ... (n_iter of them), each one's loads issued a tile ahead (``_p_loop``
+    for pair tiles)."""
+    dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
+    wa = dummy
+    wb = dummy
+    wc = dummy
+    if HOIST_W:
+        wa = _g_w(w_ptr, 0, K, L, BG // GQ, GQ, SOFT)
+        if BG2 > 0:
+            wb = _g_w(w_ptr, BG, K, L, BG2 // GQ, GQ, SOFT)
+        if BG3 > 0:
+            wc = _g_w(w_ptr, BG + BG2, K, L, BG3 // GQ, GQ, SOFT)
+    tile = pid
+    ra, ua, rb, ub, rc, uc = _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L, PRODUCER, BG, BG2, BG3, GQ, ROWS)
+    for _ in range(0, n_iter):
+        # the next tile's loads first (past the last tile: rows >= M, masked): in flight while this
+        # tile is reduced, quantized and stored
+        na, nua, nb, nub, nc, nuc = _g_tile_load(x_ptr, tile + G, M, stride_xm, inter, K, L, PRODUCER,
+                                                 BG, BG2, BG3, GQ, ROWS)
+        _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm, kf, eps,
+                zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, HOIST_W)
+        ra, ua, rb, ub, rc, uc = na, nua, nb, nub, nc, nuc
+        tile = tile + G
+
+
+@triton.jit
+def quant_kernel_pairs(
+    x_ptr, w_ptr, q_ptr, s_ptr,
+    M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
+    QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
+    PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
+    GQ: tl.constexpr, ROWS: tl.constexpr, PERSIST: tl.constexpr, HOIST_W: tl.constexpr, N_ITER: tl.constexpr,
+):
+    """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
+    position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
+    of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
+    whole units of GQ consecutive groups (config key UNIT; at ``launch.pair_unit`` the windows of a
+    unit fill 16-byte stores). h is produced once per input column, and each window (pairs j, j + 1
+    of a group) is joined in registers and written with the unit's other windows in the widest
+    stores they fill, where the scatter (``_emit``) needs two 2-byte stores a pair and index
+    division. Same arithmetic op for op, so the same bits; every element of q [M_PAD, KOUT] and
+    scale [M_PAD] is written (a window whose columns are >= K quantizes zeros).
+
+    PERSIST (config key PERSIST > 0): persistent programs, program pid of G taking row tiles pid,
+    pid + G, ... with the next tile's loads in flight (as ``quant_kernel_persist``); HOIST_W
+    (RMSNorm, with PERSIST): the weight loaded once per program. N_ITER > 0 (the interpreter, whose
+    ``range`` needs a constant): every program runs N_ITER iterations; 0: cdiv(tiles - pid, G).
+
+    Narrow strided stores were the cost (H100, docs/PERF.md): 8:10 with four 4-byte window stores
+    a group ran at 77 % of copy, with one 16-byte store 100 %; 6:8 (GQ = 4: three 16-byte stores
+    for four groups) had three 4-byte stores a group. With L = 8 the loads are one 16-byte access a
+    group, unzipped in registers; other L load each pair with a 4-byte access. FP8 pairs are
+    converted in hardware and packed into words as integers (``_fp8_pair16``)."""
+    pid = tl.program_id(0)
+    if PERSIST:
+        G = tl.num_programs(0)
+        # (a bound assigned in both arms of an `if` becomes a tensor under the interpreter: see
+        # quant_kernel_persist)
+        if N_ITER > 0:
+            _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
+                    pid, G, N_ITER, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, HOIST_W)
+        else:
+            _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
+                    pid, G, tl.cdiv(tl.cdiv(M_PAD, ROWS) - pid, G), QMAX, FLOOR, QFP8, L, PRODUCER, SOFT,
+                    BG, BG2, BG3, GQ, ROWS, HOIST_W)
+    else:
+        ra, ua, rb, ub, rc, uc = _g_tile_load(x_ptr, pid, M, stride_xm, inter, K, L, PRODUCER, BG, BG2, BG3, GQ,
+                                              ROWS)
+        dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
+        _g_tile(ra, ua, rb, ub, rc, uc, dummy, dummy, dummy, pid, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm,
+                kf, eps, zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, False)
 
 
 @triton.jit

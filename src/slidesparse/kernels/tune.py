@@ -31,6 +31,8 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
     out = [default_config(kernel, K, None if kernel == "dequant" else "int8", pattern)]
+    if kernel != "dequant":  # the FP8 default where it differs (dtype-specific pair tiles)
+        out.append(default_config(kernel, K, "fp8", pattern))
     if kernel == "dequant":
         for bm, bn, nw in ((8, 256, 4), (16, 256, 4), (32, 256, 8), (16, 512, 4), (8, 1024, 4), (32, 128, 4),
                            (64, 128, 8), (4, 1024, 4), (1, 1024, 4)):
@@ -59,7 +61,7 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
             out.append({"BLOCK_K": np2, "BLOCK_W": 256, "ROWS": 2, "num_warps": 4, "num_stages": 1})
         out += _schedule_candidates(kernel, K, pattern)
         if lifted:
-            out += pair_candidates(int(K), Pattern.parse(pattern))
+            out += pair_candidates(int(K), Pattern.parse(pattern), kernel)
     seen, uniq = set(), []
     for c in map(lambda c: validate_config(kernel, c), out):  # validated first: optional keys filled in
         key = tuple(sorted(c.items()))
@@ -69,12 +71,14 @@ def candidate_configs(kernel: str, K: int, pattern=None) -> list[dict]:
     return uniq
 
 
-def pair_candidates(K: int, pattern: Pattern) -> list[dict]:
+def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dict]:
     """Pair-tile (BLOCK_G) configs for a lifted row: the groups in one tile of the next power of two,
     or in a tile of half that plus up to two more (SPLIT), at 1 to 32 warps, keeping about 1 to 8
     groups a thread (H100 best cases: 1-8, tools/lift_variants.py), for each UNIT (groups a thread
     holds together: one, and the 16-byte unit ``launch.pair_unit``) at least 0.75 units a thread,
-    with the first tile a unit a thread."""
+    with the first tile a unit a thread. The fused producers also as persistent programs (the next
+    row's loads in flight), where that won on the H100 (docs/PERF.md): SiLU at 16 and 32 warps, one
+    program an SM; RMSNorm at up to 4 warps, three programs an SM with the weight hoisted."""
     need = pair_groups(K, pattern.window)
     up = 1 << (need - 1).bit_length()
     out = []
@@ -85,8 +89,13 @@ def pair_candidates(K: int, pattern: Pattern) -> list[dict]:
                 continue
             for bg, split in ((up, 0), (up // 2, 1)):
                 if bg >= unit * 32 * nw and not (split and need <= bg):
-                    out.append({"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
-                                "BLOCK_G": bg, "SPLIT": split, "UNIT": unit})
+                    c = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
+                         "BLOCK_G": bg, "SPLIT": split, "UNIT": unit}
+                    out.append(c)
+                    if kernel == "silu_mul_quant" and nw >= 16:
+                        out.append({**c, "PERSIST": 1})
+                    elif kernel == "rmsnorm_quant" and nw <= 4:
+                        out.append({**c, "PERSIST": 3, "HOIST_W": 1})
     return out
 
 
