@@ -564,8 +564,9 @@ def test_default_config_persist_rule():
         assert persist("rmsnorm_quant", 8192, qd) == (2, 1, 4)
         for K in (1, 2048, 3584, 4096):
             assert persist("rmsnorm_quant", K, qd)[:2] == (0, 0), K
-        for K in (5120, 8192):
-            assert persist("rmsnorm_quant", K, qd, "6:8")[:2] == (0, 0)
+        assert persist("rmsnorm_quant", 8192, qd, "6:8")[:2] == (0, 0)
+        # 6:8 K = 5120: INT8 as 3 persistent programs (RMS_PAIRS_INT8, 2 warps), FP8 not
+        assert persist("rmsnorm_quant", 5120, qd, "6:8") == ((0, 0, 4) if qd == "fp8" else (3, 1, 2))
         assert persist("rmsnorm_quant", 16384, qd)[:2] == (0, 0)  # not one chunk
         # SiLU dense INT8 8192 < I <= 32768 and FP8 16384 < I <= 32768: 16 warps, one program per SM
         for inter in (8200, 13824, 16384, 18944, 27648):
@@ -578,7 +579,7 @@ def test_default_config_persist_rule():
         assert persist("silu_mul_quant", 8192, qd, "6:8")[:2] == (0, 0)
         for inter in (13824, 18944):
             assert persist("silu_mul_quant", inter, qd, "6:8") == (1, 0, 16)
-        assert persist("rmsnorm_quant", 3584, qd, "6:8") == (3, 1, 4)  # RMS_PAIRS: 3 programs, weight hoisted
+        assert persist("rmsnorm_quant", 3584, qd, "6:8") == (4, 1, 4)  # RMS_PAIRS: 4 programs, weight hoisted
         for K in (2048, 5120, 13824):
             assert persist("quant", K, qd)[:2] == (0, 0)
     # FP8 8192 < I <= 16384: two programs an SM by a register cap instead
@@ -604,8 +605,8 @@ def test_persistent_candidates():
         assert {c["PERSIST"] for c in pers} >= {1, 2}, (kernel, K)
         pair_pers = [c for c in cands if c["PERSIST"] and c["BLOCK_G"]]
         assert bool(pair_pers) == (pattern is not None), (kernel, K, pattern)
-        if kernel == "rmsnorm_quant":  # three programs an SM, the weight hoisted, at up to 4 warps
-            assert all(c["PERSIST"] == 3 and c["HOIST_W"] and c["num_warps"] <= 4 for c in pair_pers)
+        if kernel == "rmsnorm_quant":  # 3 programs an SM (4: the 3584 6:8 default), the weight hoisted, <= 4 warps
+            assert all(c["PERSIST"] in (3, 4) and c["HOIST_W"] and c["num_warps"] <= 4 for c in pair_pers)
         else:  # one program an SM at 16 or 32 warps
             assert all(c["PERSIST"] == 1 and c["num_warps"] >= 16 for c in pair_pers)
         assert len(pers) <= 6
@@ -646,7 +647,11 @@ def test_pair_candidates_and_defaults():
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8", pairs=False)
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 5120, "int8", "2_6")  # three tiles: scatter
     rms = C.default_config("rmsnorm_quant", 3584, "fp8", "2_8")  # a measured RMS_PAIRS row: persistent
-    assert (rms["BLOCK_G"], rms["UNIT"], rms["PERSIST"], rms["HOIST_W"]) == (512, 4, 3, 1)
+    assert (rms["BLOCK_G"], rms["UNIT"], rms["PERSIST"], rms["HOIST_W"]) == (512, 4, 4, 1)
+    for inter in (8192, 18944):  # SiLU 6:8: INT8 in units of 2 groups (8-byte stores), FP8 not
+        assert C.default_config("silu_mul_quant", inter, "int8", "2_8")["UNIT"] == 2
+        assert C.default_config("silu_mul_quant", inter, "fp8", "2_8")["UNIT"] == 1
+        assert C.default_config("silu_mul_quant", inter, None, "2_8")["UNIT"] == 2  # unknown dtype: as INT8
     silu = C.default_config("silu_mul_quant", 18944, "int8", "2_8")
     assert silu["PERSIST"] == 1 and silu["HOIST_W"] == 0
     for c in (rms, silu):

@@ -87,11 +87,19 @@ SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1, 0), (13824, 8): (2048, 0, 16, 0, 4,
               (18944, 8): (2048, 1, 16, 0, 1, 1),
               (8192, 10): (1024, 0, 8, 0, 1, 0), (13824, 10): (1024, 1, 16, 64, 1, 0),
               (18944, 10): (2048, 0, 16, 0, 1, 0)}
-# RMSNorm rows where a measured config beat the rule of ``pair_config`` (INT8 / FP8, M = 16384 / 4096):
-# 8:10 at 2 warps, 4-5 groups a thread (K = 2048 FP8 87 / 95 -> 93 / 97; K = 3072 INT8 81 / 86 -> 90 /
-# 93, FP8 80 / 84 -> 88 / 88); 6:8 K = 3584 (the rule's scatter: 85 / 92, 86 / 90) in 16-byte units
-# as 3 persistent programs an SM with the weight hoisted: 87 / 92, 88 / 92.
-RMS_PAIRS = {(2048, 10): (256, 0, 2, 0, 1, 0), (3072, 10): (256, 1, 2, 0, 1, 0), (3584, 8): (512, 0, 4, 0, 4, 3)}
+# INT8 rows where units of 2 groups (8-byte stores at 6:8) beat the table above (FP8 lost 4-7 points
+# there): I = 8192 96 / 94 -> 102 / 98 %; I = 18944 83 / 80 -> 90 / 86 % (M = 16384 / 4096).
+SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0), (18944, 8): (2048, 1, 16, 0, 2, 1)}
+# RMSNorm rows where a measured config beat the rule of ``pair_config`` (INT8 / FP8, % of copy at
+# M = 16384 / 4096, with the tiles' reductions folded into one, ``triton_kernels._g_rows``): 8:10
+# K = 2048 at 1 warp, three tiles (92 / 98 -> 100 / 98, FP8 92 / 99 -> 99 / 101), K = 3072 at 2 warps
+# (91 / 93 at 4 warps -> 96 / 97, FP8 88 / 94 -> 96 / 97); 6:8 K = 3584 (the rule's scatter: 85 / 92,
+# 86 / 90 before the fold) in 16-byte units as 4 persistent programs an SM (126 registers at 4 warps)
+# with the weight hoisted: 91 / 94, 88 / 95.
+RMS_PAIRS = {(2048, 10): (128, 1, 1, 0, 1, 0), (3072, 10): (256, 1, 2, 0, 1, 0), (3584, 8): (512, 0, 4, 0, 4, 4)}
+# INT8 6:8 K = 5120 in units of 2 groups (8-byte stores) at 2 warps, 3 persistent programs an SM:
+# 82 / 84 -> 86 / 90 (FP8 lost 2-5 points there and keeps the rule's 81 / 85).
+RMS_PAIRS_INT8 = {(5120, 8): (512, 1, 2, 0, 2, 3)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 
 
@@ -113,7 +121,8 @@ def pair_groups(K: int, L: int) -> int:
 
 def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
-    other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables. Plain quant up
+    other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its
+    own rows, ``SILU_PAIRS_INT8`` and ``RMS_PAIRS_INT8``). Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
     groups a thread in one tile of the next power of two; FP8 at 6:8 past 256 groups in two tiles of
     half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where
@@ -127,7 +136,8 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
         return None
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
-        return _pair_entry(SILU_PAIRS.get((K, L)), kernel)
+        return _pair_entry(SILU_PAIRS.get((K, L)) if fp8 else SILU_PAIRS_INT8.get((K, L), SILU_PAIRS.get((K, L))),
+                           kernel)
     if kernel == "quant":
         if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
             return None
@@ -135,8 +145,9 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
             return {"BLOCK_G": _next_pow2(need) // 2, "SPLIT": 1, "num_warps": 8, "UNIT": 1}
         return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
                 "UNIT": 1}
-    if kernel == "rmsnorm_quant" and (K, L) in RMS_PAIRS:
-        return _pair_entry(RMS_PAIRS[(K, L)], kernel)
+    got = (None if fp8 else RMS_PAIRS_INT8.get((K, L))) or RMS_PAIRS.get((K, L))
+    if kernel == "rmsnorm_quant" and got is not None:
+        return _pair_entry(got, kernel)
     if kernel == "rmsnorm_quant" and need <= 8192:
         if need <= 256:
             return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": 4, "UNIT": 1}
@@ -217,8 +228,9 @@ def default_config(kernel: str, K: int, dtype=None, pattern=None, *, pairs: bool
     division lost its slow-path call (triton_kernels._div_by_1pe: fewer registers), silu_mul_quant
     dense INT8 I = 13824 and every I = 18944 at 16 warps (2026-12-06 probes: INT8 97 / 93 and 100 / 96,
     FP8 99 / 94 at M = 16384 / 4096). FP8 at I = 8192 and 13824 does better without it (16 warps;
-    13824 capped at 64 registers for two programs an SM). Not for lifted rows (6:8 gained nothing or
-    lost), RMSNorm K <= 4096 (3584: 100 -> 79).
+    13824 capped at 64 registers for two programs an SM). Not for scattered lifts (6:8 gained
+    nothing or lost; the pair tiles have their own persistent rows, ``pair_config``), nor dense
+    RMSNorm K <= 4096 (3584: 100 -> 79).
     """
     if _family(kernel) == "dequant":
         return {"BLOCK_M": 16, "BLOCK_N": 256, "num_warps": 4, "num_stages": 1}

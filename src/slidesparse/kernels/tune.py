@@ -75,14 +75,15 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
     """Pair-tile (BLOCK_G) configs for a lifted row: the groups in one tile of the next power of two,
     or in a tile of half that plus up to two more (SPLIT), at 1 to 32 warps, keeping about 1 to 8
     groups a thread (H100 best cases: 1-8, tools/lift_variants.py), for each UNIT (groups a thread
-    holds together: one, and the 16-byte unit ``launch.pair_unit``) at least 0.75 units a thread,
+    holds together: each power of two up to the 16-byte unit ``launch.pair_unit``; 2 at 6:8 = 8-byte
+    stores, the best INT8 SiLU configs at I = 8192 / 18944) at least 0.75 units a thread,
     with the first tile a unit a thread. The fused producers also as persistent programs (the next
     row's loads in flight), where that won on the H100 (docs/PERF.md): SiLU at 16 and 32 warps, one
     program an SM; RMSNorm at up to 4 warps, three programs an SM with the weight hoisted."""
     need = pair_groups(K, pattern.window)
     up = 1 << (need - 1).bit_length()
     out = []
-    for unit in sorted({1, launch.pair_unit(pattern.window)}):
+    for unit in (u for u in (1, 2, 4) if u <= launch.pair_unit(pattern.window)):
         units = -(-need // unit)
         for nw in (1, 2, 4, 8, 16, 32):
             if not (0.75 <= units / (32 * nw) and need / (32 * nw) <= 8):
