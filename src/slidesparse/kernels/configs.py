@@ -87,7 +87,7 @@ SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1, 0), (13824, 8): (2048, 0, 16, 0, 4,
               (18944, 8): (2048, 1, 16, 0, 1, 1),
               (8192, 10): (1024, 0, 8, 0, 1, 0), (13824, 10): (1024, 1, 16, 64, 1, 0),
               (18944, 10): (2048, 0, 16, 0, 1, 0)}
-# INT8 rows where units of 2 groups (8-byte stores at 6:8) beat the table above (FP8 lost 4-7 points
+# INT8 rows where units of 2 groups (8-byte stores at 6:8) beat the table above (FP8 lost 3-8 points
 # there): I = 8192 96 / 94 -> 102 / 98 %; I = 18944 83 / 80 -> 90 / 86 % (M = 16384 / 4096).
 SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0), (18944, 8): (2048, 1, 16, 0, 2, 1)}
 # RMSNorm rows where a measured config beat the rule of ``pair_config`` (INT8 / FP8, % of copy at
@@ -98,7 +98,7 @@ SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0), (18944, 8): (2048, 1, 16, 
 # with the weight hoisted: 91 / 94, 88 / 95.
 RMS_PAIRS = {(2048, 10): (128, 1, 1, 0, 1, 0), (3072, 10): (256, 1, 2, 0, 1, 0), (3584, 8): (512, 0, 4, 0, 4, 4)}
 # INT8 6:8 K = 5120 in units of 2 groups (8-byte stores) at 2 warps, 3 persistent programs an SM:
-# 82 / 84 -> 86 / 90 (FP8 lost 2-5 points there and keeps the rule's 81 / 85).
+# 82 / 84 -> 86 / 90 (FP8 lost 2-7 points with 8-byte units and keeps the rule's 81 / 85).
 RMS_PAIRS_INT8 = {(5120, 8): (512, 1, 2, 0, 2, 3)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 

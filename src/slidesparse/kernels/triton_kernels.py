@@ -637,7 +637,7 @@ def _g_rows(ma, mb, mc, HAS_B: tl.constexpr, HAS_C: tl.constexpr, SUM: tl.conste
     """The max (or SUM) per row of the elementwise parts of up to three group tiles (units
     BU1 >= BU2 >= BU3, powers of two). FOLD: the larger tiles are folded onto the smallest one
     first, so a row takes one block-wide reduction, not one a tile (RMSNorm, three reductions a
-    row: two-tile rows had twice the barriers and went from 88-91 to 95-97 % of copy with the fold
+    row: two-tile rows had twice the barriers and went from 88-93 to 96-101 % of copy with the fold
     at 8:10 K = 3072 / 3584 on the H100; SiLU lost 4 points at 8:10 I = 13824, where the
     reductions of separate tiles overlap its math). Same value either way (max; exact int64 sums)."""
     if FOLD and HAS_C:
