@@ -117,6 +117,24 @@ def test_append_rows_is_atomic_on_failure(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.json"]
 
 
+def test_append_rows_writes_both_files_before_renaming(tmp_path, monkeypatch):
+    """The JSON and its CSV are both written (temp files) before the first rename, so a kill can
+    leave them a row apart only between two renames (the pipeline's kill -9 test once hit the CSV
+    write)."""
+    c, j = tmp_path / "a.csv", tmp_path / "a.json"
+    seen = []
+    real = res.os.replace
+
+    def spy(src, dst):
+        seen.append((Path(dst).name, len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")])))
+        real(src, dst)
+
+    monkeypatch.setattr(res.os, "replace", spy)
+    res.append_rows(c, j, [{"M": 1}])
+    assert seen == [("a.json", 2), ("a.csv", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.json"]
+
+
 def test_rows_must_hold_relative_paths_and_scalars(tmp_path):
     c, j = tmp_path / "a.csv", tmp_path / "a.json"
     with pytest.raises(ValueError, match="absolute path"):

@@ -885,6 +885,29 @@ def test_bench_quant_writes_rows_and_table(tmp_path):
     assert "copy%" in lines[0] and "1.25" in lines[2] and "1.20" in lines[2]
 
 
+def test_bench_quant_target_lines():
+    """The issue's target per kernel at M >= 4096: cases at >= 85 % of copy, lift ratios within 1.05 x
+    the byte ratio, and each miss named; small M does not count."""
+    from slidesparse.bench.quant import target_lines
+
+    def row(kernel, pattern, M, pct, us, nbytes, plain=None):
+        return {**_fake_row(kernel, pattern, 3584, M, us, nbytes, plain), "pct_of_copy": pct}
+
+    plain = row("quant", "dense", 4096, 99.0, 20.0, 1000)
+    ok = row("quant", "2_8", 4096, 97.0, 24.0, 1200, plain)      # 1.2 <= 1.05 * 1.2
+    slow = row("quant", "2_10", 4096, 84.9, 26.0, 1200, plain)   # 1.3 > 1.26, and below 85 %
+    small = row("quant", "2_10", 64, 10.0, 99.0, 1200, row("quant", "dense", 64, 50.0, 20.0, 1000))
+    deq = {**row("dequant", "dense", 16384, 96.0, 10.0, 100), "K": "", "N": 4608}
+    lines = target_lines([plain, ok, slow, small, deq])
+    assert lines[0] == ("quant: 2 of 3 cases at >= 85% of copy (M >= 4096); "
+                        "lift ratio within 1.05x the byte ratio: 1 of 2")
+    assert lines[1] == "  below: int8 2_10 K=3584 M=4096 84.9%"
+    assert lines[2] == "  lift over: int8 2_10 K=3584 M=4096 1.300 > 1.260"
+    assert lines[3] == "dequant: 1 of 1 cases at >= 85% of copy (M >= 4096)"
+    assert len(lines) == 4
+    assert target_lines([small]) == []
+
+
 def test_bench_quant_command_arguments():
     from click.testing import CliRunner
 

@@ -11,9 +11,16 @@ persistent programs (PERSIST 1, 2 under that cap; RMSNorm also 1-3 with the weig
 checked bit-identical to the default's output, then timed against a copy of the same bytes in the
 same process (kernels.timing). Prints the default and the best five per case (% of copy bandwidth)
 and writes OUT_DIR/probe.csv. Default cases: the lifted 6:8 rows of the built-in models.
+
+    --configs FILE.json   {"rmsnorm_quant:5120:2_8": [{"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1,
+                          "num_warps": 2, "BLOCK_G": 512, "SPLIT": 1, "UNIT": 2, "PERSIST": 3,
+                          "HOIST_W": 1}, ...], ...}
+
+times the default against exactly those configs (validated before the GPU is touched) instead.
 """
 import argparse
 import csv
+import json
 import sys
 import time
 import traceback
@@ -25,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import torch
 import lift_variants
 from slidesparse.kernels import launch
-from slidesparse.kernels.configs import QUANT_KERNELS, default_config
+from slidesparse.kernels.configs import QUANT_KERNELS, default_config, validate_config
 from slidesparse.kernels.timing import copy_time_us, require_cuda, time_us
 from slidesparse.kernels.tune import pair_candidates
 from slidesparse.pattern import Pattern
@@ -34,10 +41,50 @@ from slidesparse.quant import parse_qdtype
 
 
 
-def cands(kernel, K, pat, qd):
-    """(name, config) pairs to time for one case, the default first (the bit-identity reference)."""
+def config_name(c: dict) -> str:
+    """A short label of a config: pair tiles as G<groups>[s]w<warps>u<unit> [P<n>[h]] [r<cap>], the
+    other kernels as K<BLOCK_K>[s] W<BLOCK_W> w<warps> [scatter] [P<n>[h]] [r<cap>]."""
+    if c.get("BLOCK_G"):
+        nm = f"G{c['BLOCK_G']}{'s' if c.get('SPLIT') else ''}w{c['num_warps']}u{c.get('UNIT', 1)}"
+    else:
+        nm = (f"K{c['BLOCK_K']}{'s' if c.get('SPLIT') else ''} W{c['BLOCK_W']} w{c['num_warps']}"
+              + (" scatter" if c.get("SCATTER") else "") + (f" rows{c['ROWS']}" if c.get("ROWS", 1) != 1 else ""))
+    if c.get("PERSIST"):
+        nm += f" P{c['PERSIST']}{'h' if c.get('HOIST_W') else ''}"
+    return nm + (f" r{c['MAXNREG']}" if c.get("MAXNREG") else "")
+
+
+def load_configs(path) -> dict:
+    """--configs: a JSON object {"kernel:K:pattern": [config, ...]} (pattern 'dense' or a label like
+    2_8) -> {(kernel, K, label or None): [(name, config), ...]}; each config validated as a tuned one
+    would be (configs.validate_config), so a typo fails here, before the GPU."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path} must hold a non-empty JSON object {{\"kernel:K:pattern\": [config, ...]}}")
+    out = {}
+    for key, cfgs in data.items():
+        parts = key.split(":")
+        if len(parts) != 3 or parts[0] not in QUANT_KERNELS or not parts[1].isdigit():
+            raise ValueError(f"key {key!r} is not kernel:K:pattern with kernel one of {', '.join(QUANT_KERNELS)}")
+        label = None if parts[2] == "dense" else Pattern.parse(parts[2]).label
+        if not isinstance(cfgs, list) or not cfgs:
+            raise ValueError(f"{key}: want a non-empty list of configs")
+        valid = [validate_config(parts[0], c, f"{key}[{i}]") for i, c in enumerate(cfgs)]
+        out[(parts[0], int(parts[1]), label)] = [(config_name(c), c) for c in valid]
+    return out
+
+
+def cands(kernel, K, pat, qd, explicit=None):
+    """(name, config) pairs to time for one case, the default first (the bit-identity reference);
+    with ``explicit`` (a list from ``load_configs``) those configs instead of the built-in neighbours."""
     p = None if pat is None else Pattern.parse(pat)
     out = [("default", default_config(kernel, K, qd, p))]
+    if explicit is not None:
+        base = validate_config(kernel, out[0][1])
+        return out + [(n, c) for n, c in explicit if c != base]
     if qd == "fp8" and default_config(kernel, K, "int8", p) != out[0][1]:
         out.append(("int8-default", default_config(kernel, K, "int8", p)))
 
@@ -87,6 +134,9 @@ def main():
         + [f"quant:{k}:2_8:{q}" for q in ("int8", "fp8") for k in (2048, 3072, 3584, 5120, 8192)]))
     ap.add_argument("--m", default="16384,4096", help="M values, comma-separated")
     ap.add_argument("--reps", type=int, default=30, help="timed runs a config (median)")
+    ap.add_argument("--configs", type=Path, help="JSON {\"kernel:K:pattern\": [config, ...]}: time the default and "
+                    "these configs for each case of that kernel, K and pattern (any dtype), not the built-in "
+                    "neighbours; every case needs an entry")
     a = ap.parse_args()
     try:
         cases = [(k, int(K), None if p == "dense" else Pattern.parse(p).label, q)
@@ -97,6 +147,16 @@ def main():
             parse_qdtype(q)  # names the dtype that is wrong
     except ValueError as e:
         ap.error(f"--cases: {e} (want kernel:K:pattern:dtype, e.g. silu_mul_quant:13824:2_8:int8)")
+    explicit = None
+    if a.configs is not None:
+        try:
+            explicit = load_configs(a.configs)
+        except ValueError as e:
+            ap.error(f"--configs: {e}")
+        missing = sorted({f"{k}:{K}:{p or 'dense'}" for k, K, p, _ in cases} - {f"{k}:{K}:{p or 'dense'}"
+                                                                               for k, K, p in explicit})
+        if missing:
+            ap.error(f"--configs has no entry for {', '.join(missing)}")
     require_cuda()
     a.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -104,7 +164,7 @@ def main():
     jobs = []
     for k, K, p, q in cases:
         run, *_ = make_case(k, K, p, q, 64, gen)
-        jobs += [(run, cfg) for _, cfg in cands(k, K, p, q)]
+        jobs += [(run, cfg) for _, cfg in cands(k, K, p, q, explicit and explicit[(k, K, p)])]
     def go(j):
         try:
             j[0](j[1], 0)
@@ -121,7 +181,7 @@ def main():
             copy = copy_time_us(nbytes, 5, a.reps)
             res = []
             ref = None
-            for name, cfg in cands(k, K, p, q):
+            for name, cfg in cands(k, K, p, q, explicit and explicit[(k, K, p)]):
                 r = {"kernel": k, "K": K, "pattern": p or "dense", "dtype": q, "M": M, "variant": name, "config": cfg}
                 try:
                     outs[0][0].view(torch.uint8).fill_(0x5A)

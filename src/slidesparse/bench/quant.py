@@ -193,6 +193,40 @@ def write_rows(rows: Sequence[dict], results: str | Path) -> list[Path]:
     return paths
 
 
+TARGET_MIN_M = 4096    # the bandwidth target counts large-M cases only (small M is launch-bound)
+TARGET_PCT = 85.0      # % of the copy's bandwidth each kernel should reach
+TARGET_LIFT_SLACK = 1.05  # quant+lift time / quant time within this factor of the byte ratio
+
+
+def target_lines(rows: Sequence[dict], min_m: int = TARGET_MIN_M, pct: float = TARGET_PCT,
+                 slack: float = TARGET_LIFT_SLACK) -> list[str]:
+    """The bandwidth target, per kernel, over the rows at M >= ``min_m``: how many cases reach ``pct``
+    % of copy bandwidth, and how many lift ratios stay within ``slack`` x their byte ratio; then each
+    case that misses. Empty when no row has M >= ``min_m``."""
+    big = [r for r in rows if int(r["M"]) >= min_m]
+    out = []
+    for kernel in dict.fromkeys(r["kernel"] for r in big):
+        ks = [r for r in big if r["kernel"] == kernel]
+        slow = [r for r in ks if float(r["pct_of_copy"]) < pct]
+        lifts = [r for r in ks if r["lift_ratio"] != ""]
+        over = [r for r in lifts if float(r["lift_ratio"]) > slack * float(r["byte_ratio"])]
+        line = f"{kernel}: {len(ks) - len(slow)} of {len(ks)} cases at >= {pct:g}% of copy (M >= {min_m})"
+        if lifts:
+            line += f"; lift ratio within {slack:g}x the byte ratio: {len(lifts) - len(over)} of {len(lifts)}"
+        out.append(line)
+        for r in slow:
+            out.append(f"  below: {_case(r)} {float(r['pct_of_copy']):.1f}%")
+        for r in over:
+            out.append(f"  lift over: {_case(r)} {float(r['lift_ratio']):.3f} > "
+                       f"{slack * float(r['byte_ratio']):.3f}")
+    return out
+
+
+def _case(r: dict) -> str:
+    kn = r["K"] if r["K"] != "" else r["N"]
+    return f"{r['dtype']} {r['pattern']} {'K' if r['K'] != '' else 'N'}={kn} M={r['M']}"
+
+
 def summary_lines(rows: Sequence[dict]) -> list[str]:
     """A short plain-text table: % of copy bandwidth, and lift ratio vs byte ratio."""
     out = [f"{'kernel':<15}{'dtype':<6}{'pattern':<8}{'K/N':>7}{'M':>7}{'us':>10}{'host us':>9}{'GB/s':>8}"

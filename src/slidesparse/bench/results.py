@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_texts
 from ..pattern import Pattern
 
 DENSE_FOLDER = "cublaslt"
@@ -159,8 +159,10 @@ def append_rows(csv_path: str | os.PathLike, json_path: str | os.PathLike, rows:
         old = [r for r in old if tuple(r.get(k) for k in key) not in fresh]
     allrows = old + new
     json_path, csv_path = Path(json_path), Path(csv_path)
-    atomic_write_text(json_path, json.dumps({"schema": SCHEMA, "rows": allrows}, indent=1) + "\n")
-    atomic_write_text(csv_path, _csv_text(allrows))
+    # both written before either is renamed: a kill cannot leave the CSV a row behind the JSON
+    # while the CSV is being written (tests/test_pipeline.py's kill -9 test once caught that window)
+    atomic_write_texts([(json_path, json.dumps({"schema": SCHEMA, "rows": allrows}, indent=1) + "\n"),
+                        (csv_path, _csv_text(allrows))])
     return allrows
 
 

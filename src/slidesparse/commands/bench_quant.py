@@ -33,8 +33,12 @@ from ._lists import csv_values, int_values
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random inputs.")
 def quant_cmd(models, ks, ms, dtypes, patterns, kernels, results, search, warmup, repeat, seed) -> None:
     """Time the Triton quant (+lift), fused RMSNorm/SiLU producers and dequant kernels against a
-    device-to-device copy of the same bytes; print % of copy bandwidth and lift overhead."""
-    from ..bench.quant import Shapes, model_shapes, run_quant_bench, summary_lines, write_rows  # noqa: PLC0415
+    device-to-device copy of the same bytes; print % of copy bandwidth and lift overhead, then the
+    target per kernel at M >= 4096 (>= 85 % of copy; quant+lift / quant time within 1.05 x the byte
+    ratio) and every case that misses it."""
+    from ..bench.quant import (  # noqa: PLC0415
+        Shapes, model_shapes, run_quant_bench, summary_lines, target_lines, write_rows,
+    )
     from ..kernels.timing import require_cuda  # noqa: PLC0415
     from ..pattern import parse_patterns  # noqa: PLC0415
     from ..quant import parse_qdtype  # noqa: PLC0415
@@ -59,6 +63,6 @@ def quant_cmd(models, ks, ms, dtypes, patterns, kernels, results, search, warmup
     rows = run_quant_bench(shapes=shapes, m_list=m_list, qdtypes=qds, patterns=pats, kernels=kern, warmup=warmup,
                            repeat=repeat, search_dir=search, seed=seed, on_case=lambda s: click.echo(s, err=True))
     paths = write_rows(rows, results)
-    for line in summary_lines(rows):
+    for line in summary_lines(rows) + target_lines(rows):
         click.echo(line)
     click.echo("results: " + ", ".join(str(p) for p in paths))
