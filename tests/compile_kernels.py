@@ -116,14 +116,12 @@ def pair_jobs():
                 p = Pattern(L)
                 for qd in ("int8", "fp8"):
                     cfg = default_config(kernel, K, qd, p)
-                    tiles = launch.pair_tiles(launch.out_k(K, p), L, cfg)
-                    if tiles is None:
+                    pairs = launch.pair_constexprs(launch.out_k(K, p), L, producer[kernel], cfg)
+                    if pairs is None:
                         continue
                     ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
-                              PRODUCER=producer[kernel], SOFT=False, BG=tiles[0], BG2=tiles[1], BG3=tiles[2],
-                              GQ=launch.group_unit(L, cfg), ROWS=int(cfg["ROWS"]),
-                              PERSIST=bool(cfg.get("PERSIST", 0)), N_ITER=0,
-                              HOIST_W=bool(cfg.get("PERSIST", 0) and cfg.get("HOIST_W", 0)))
+                              PRODUCER=producer[kernel], SOFT=False, N_ITER=0, **pairs)
+                    tiles = (pairs["BG"], pairs["BG2"], pairs["BG3"])
                     yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{ce['GQ']}"
                            f" r{cfg.get('MAXNREG', 0)} p{cfg.get('PERSIST', 0)}{'h' if ce['HOIST_W'] else ''}",
                            dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,

@@ -190,15 +190,19 @@ def test_pair_kernel_three_tiles(producer, qd):
     assert launch.pair_tiles(launch.out_k(1000, Pattern(10)), 10, cfg) == (64, 32, 32)
     x = rand_x(5, 2000 if producer == tk.SILU_MUL else 1000, torch.bfloat16, seed=6)
     w = (torch.rand(1000, generator=torch.Generator().manual_seed(2)) + 0.5).to(torch.bfloat16)
-    kw = {"producer": producer, **({"weight": w, "eps": 1e-6} if producer == tk.RMSNORM else {})}
+    qr, sr, kw = producer_reference(producer, x, w, qd, Pattern(10))
     q, s = run_quant(x, qd, "2_10", cfg, **kw)
-    if producer == tk.RMSNORM:
-        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, Pattern(10))
-    elif producer == tk.SILU_MUL:
-        qr, sr = R.silu_mul_quant_ref(x, qd, Pattern(10), exp=np_exp)
-    else:
-        qr, sr = REF.quant(x, qd, Pattern(10))
     assert_quant(q, s, qr, sr, 5, f"{producer} {qd}")
+
+
+def producer_reference(producer, x, w, qd, pat):
+    """(q, scale) of the reference for ``producer`` (RMSNorm with weight ``w`` and eps 1e-6), and the
+    launch keywords that ask the kernel for the same."""
+    if producer == tk.RMSNORM:
+        return (*R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat), {"producer": producer, "weight": w, "eps": 1e-6})
+    if producer == tk.SILU_MUL:
+        return (*R.silu_mul_quant_ref(x, qd, pat, exp=np_exp), {"producer": producer})
+    return (*REF.quant(x, qd, pat), {"producer": producer})
 
 
 def test_lift_layout_is_slide_index():
@@ -475,15 +479,7 @@ def test_persistent_pair_tiles_match_reference(producer, pattern, unit, qd, pers
     M = 21  # 32 padded rows
     x = rand_x(M, 2 * K if producer == tk.SILU_MUL else K, torch.bfloat16, seed=M + L, scale=6.0)
     x[M - 2] = 0  # an all-zero row
-    if producer == tk.RMSNORM:
-        qr, sr = R.rmsnorm_quant_ref(x, w, 1e-6, qd, pat)
-        kw = {"producer": producer, "weight": w, "eps": 1e-6}
-    elif producer == tk.SILU_MUL:
-        qr, sr = R.silu_mul_quant_ref(x, qd, pat, exp=np_exp)
-        kw = {"producer": producer}
-    else:
-        qr, sr = REF.quant(x, qd, pat)
-        kw = {}
+    qr, sr, kw = producer_reference(producer, x, w, qd, pat)
     for hoist in ((0, 1) if producer == tk.RMSNORM else (0,)):
         run = {**cfg, "PERSIST": persist, "HOIST_W": hoist}
         for byte in (0x5A, 0xA5):

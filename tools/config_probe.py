@@ -104,17 +104,15 @@ def cands(kernel, K, pat, qd, explicit=None):
         add("persist1 w32", {**base, "num_warps": 32, "PERSIST": 1})
     if p is not None and p.window in (6, 8, 10):
         for c in pair_candidates(K, p):
-            nm = f"G{c['BLOCK_G']}{'s' if c['SPLIT'] else ''}w{c['num_warps']}u{c['UNIT']}"
-            add(nm, c)
             cap = 65536 // (64 * c["num_warps"])
-            if 8 <= c["num_warps"] < 32:
-                add(nm + f" r{cap}", {**c, "MAXNREG": cap})
-            # persistent programs (the next row tile's loads in flight): one an SM, or two under the cap
-            add(nm + " P1", {**c, "PERSIST": 1})
-            add(nm + (f" P2 r{cap}" if cap < 255 else " P2"), {**c, "PERSIST": 2, "MAXNREG": cap if cap < 255 else 0})
+            # with a register cap for two programs an SM; as persistent programs (the next row
+            # tile's loads in flight): one an SM, or two under the cap
+            variants = [c] + ([{**c, "MAXNREG": cap}] if 8 <= c["num_warps"] < 32 else []) + [
+                {**c, "PERSIST": 1}, {**c, "PERSIST": 2, "MAXNREG": cap if cap < 255 else 0}]
             if kernel == "rmsnorm_quant":  # the weight loaded once a program, 1-3 programs an SM
-                for pp in (1, 2, 3):
-                    add(nm + f" P{pp}h", {**c, "PERSIST": pp, "HOIST_W": 1})
+                variants += [{**c, "PERSIST": pp, "HOIST_W": 1} for pp in (1, 2, 3)]
+            for v in variants:
+                add(config_name(v), v)
     return out
 
 

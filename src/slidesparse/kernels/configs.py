@@ -103,6 +103,11 @@ RMS_PAIRS_INT8 = {(5120, 8): (512, 1, 2, 0, 2, 3)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
 
 
+def _table_row(table: dict, int8_table: dict, K: int, L: int, fp8: bool):
+    """A measured table's row for (K, L), or None; INT8 takes its own table's row where it has one."""
+    return (None if fp8 else int8_table.get((K, L))) or table.get((K, L))
+
+
 def _pair_entry(got, kernel: str) -> dict | None:
     if got is None:
         return None
@@ -136,8 +141,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
         return None
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
-        return _pair_entry(SILU_PAIRS.get((K, L)) if fp8 else SILU_PAIRS_INT8.get((K, L), SILU_PAIRS.get((K, L))),
-                           kernel)
+        return _pair_entry(_table_row(SILU_PAIRS, SILU_PAIRS_INT8, K, L, fp8), kernel)
     if kernel == "quant":
         if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
             return None
@@ -145,8 +149,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
             return {"BLOCK_G": _next_pow2(need) // 2, "SPLIT": 1, "num_warps": 8, "UNIT": 1}
         return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
                 "UNIT": 1}
-    got = (None if fp8 else RMS_PAIRS_INT8.get((K, L))) or RMS_PAIRS.get((K, L))
-    if kernel == "rmsnorm_quant" and got is not None:
+    if kernel == "rmsnorm_quant" and (got := _table_row(RMS_PAIRS, RMS_PAIRS_INT8, K, L, fp8)) is not None:
         return _pair_entry(got, kernel)
     if kernel == "rmsnorm_quant" and need <= 8192:
         if need <= 256:

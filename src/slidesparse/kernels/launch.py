@@ -109,47 +109,59 @@ def quant(x: torch.Tensor, qdtype: str, pattern, config: dict, *, producer: int 
     rows = int(config["ROWS"])
     block_k, block_k2, kin, one_chunk, scatter = tiling(K, kout, L, config)
     tail = 1 << (2 * L + 27).bit_length() if scatter else 1
-    groups = pair_tiles(kout, L, config)
     persist = int(config.get("PERSIST", 0))
-    hoist_w = bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM
-    if groups is not None:
-        tiles = triton_cdiv(Mp, rows)
-        grid = min(tiles, sm_count(x.device) * persist) if persist else tiles
+    w_arg = weight if weight is not None else x
+    inter_arg = inter if producer == tk.SILU_MUL else K
+    common = dict(QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+                  **_compile_options(config))
+    pairs = pair_constexprs(kout, L, producer, config)
+    if pairs is not None:
+        grid, n_iter = _grid(Mp, rows, persist, x.device)
         tk.quant_kernel_pairs[(grid,)](
-            x, weight if weight is not None else x, q, s,
-            M, Mp, K, kout, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K, float(K), float(eps), 0,
-            QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
-            BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=rows,
-            PERSIST=bool(persist), HOIST_W=hoist_w and bool(persist),
-            N_ITER=triton_cdiv(tiles, grid) if persist and _SOFT else 0,
-            **_compile_options(config),
+            x, w_arg, q, s, M, Mp, K, kout, x.stride(0), q.stride(0), inter_arg, float(K), float(eps), 0,
+            **pairs, N_ITER=n_iter, **common,
         )
         return q, s
     if persist and one_chunk and (L == 0 or scatter):
         bk2, bk3 = persist_tiles(kin, block_k, block_k2)
-        tiles = triton_cdiv(Mp, rows)
-        grid = min(tiles, sm_count(x.device) * persist)
+        grid, n_iter = _grid(Mp, rows, persist, x.device)
         tk.quant_kernel_persist[(grid,)](
-            x, weight if weight is not None else x, q, s,
-            M, Mp, K, kout, kin, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
-            float(K), float(eps),
-            QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+            x, w_arg, q, s, M, Mp, K, kout, kin, x.stride(0), q.stride(0), inter_arg, float(K), float(eps),
             BLOCK_K=block_k, BLOCK_K2=bk2, BLOCK_K3=bk3, ROWS=rows, TAIL=tail,
-            HOIST_W=hoist_w, N_ITER=triton_cdiv(tiles, grid) if _SOFT else 0,
-            **_compile_options(config),
+            HOIST_W=bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM, N_ITER=n_iter, **common,
         )
         return q, s
     kernel = tk.quant_kernel_static if _SOFT else tk.quant_kernel
-    kernel[(triton_cdiv(Mp, rows),)](
-        x, weight if weight is not None else x, q, s,
-        M, Mp, K, kout, kin, kout // 4, x.stride(0), q.stride(0), inter if producer == tk.SILU_MUL else K,
-        float(K), float(eps),
-        QMAX=_QMAX[qd], FLOOR=ABSMAX_FLOOR, QFP8=(qd == "fp8"), L=L, PRODUCER=producer, SOFT=_SOFT,
+    kernel[(_grid(Mp, rows, 0, x.device)[0],)](
+        x, w_arg, q, s, M, Mp, K, kout, kin, kout // 4, x.stride(0), q.stride(0), inter_arg, float(K), float(eps),
         ONE_CHUNK=one_chunk, SCATTER=scatter, BLOCK_K=block_k, BLOCK_K2=block_k2,
-        BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=tail,
-        **_compile_options(config),
+        BLOCK_W=int(config["BLOCK_W"]), ROWS=rows, TAIL=tail, **common,
     )
     return q, s
+
+
+def _grid(m_pad: int, rows: int, persist: int, device) -> tuple[int, int]:
+    """(programs, N_ITER) of a launch over the cdiv(m_pad, rows) row tiles: a program a tile, or with
+    PERSIST > 0 min(tiles, SMs * PERSIST) programs looping over them; N_ITER is each program's loop
+    count under the interpreter (whose ``range`` needs a constant), 0 on the GPU and when not
+    persistent. A function of M and the config only, so a launch stays CUDA-graph capturable."""
+    tiles = triton_cdiv(m_pad, rows)
+    if not persist:
+        return tiles, 0
+    grid = min(tiles, sm_count(device) * persist)
+    return grid, (triton_cdiv(tiles, grid) if _SOFT else 0)
+
+
+def pair_constexprs(kout: int, L: int, producer: int, config: dict) -> dict | None:
+    """The tile constexprs of a ``quant_kernel_pairs`` launch for ``config`` (BG, BG2, BG3, GQ, ROWS,
+    PERSIST, HOIST_W), or None when the config does not take the pair kernel (``pair_tiles``).
+    HOIST_W only for RMSNorm's persistent programs (the weight is loaded once a program)."""
+    groups = pair_tiles(kout, L, config)
+    if groups is None:
+        return None
+    persist = bool(config.get("PERSIST", 0))
+    return dict(BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=int(config["ROWS"]),
+                PERSIST=persist, HOIST_W=persist and bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM)
 
 
 def _compile_options(config: dict) -> dict:

@@ -640,30 +640,30 @@ def _g_rows(ma, mb, mc, HAS_B: tl.constexpr, HAS_C: tl.constexpr, SUM: tl.conste
     row: two-tile rows had twice the barriers and went from 88-93 to 96-101 % of copy with the fold
     at 8:10 K = 3072 / 3584 on the H100; SiLU lost 4 points at 8:10 I = 13824, where the
     reductions of separate tiles overlap its math). Same value either way (max; exact int64 sums)."""
-    if FOLD and HAS_C:
-        n: tl.constexpr = mc.shape[1]
-        if SUM:
-            m = _g_fold(ma, n, True) + _g_fold(mb, n, True) + mc
-        else:
-            m = tl.maximum(tl.maximum(_g_fold(ma, n, False), _g_fold(mb, n, False)), mc)
+    if FOLD:
+        m = ma
+        if HAS_C:
+            n: tl.constexpr = mc.shape[1]
+            m = _g_comb(_g_comb(_g_fold(ma, n, SUM), _g_fold(mb, n, SUM), SUM), mc, SUM)
+        elif HAS_B:
+            m = _g_comb(_g_fold(ma, mb.shape[1], SUM), mb, SUM)
         r = _g_reduce(m, SUM)
-    elif FOLD and HAS_B:
-        if SUM:
-            r = _g_reduce(_g_fold(ma, mb.shape[1], True) + mb, True)
-        else:
-            r = _g_reduce(tl.maximum(_g_fold(ma, mb.shape[1], False), mb), False)
-    elif SUM:
-        r = _g_reduce(ma, True)
-        if HAS_B:
-            r = r + _g_reduce(mb, True)
-        if HAS_C:
-            r = r + _g_reduce(mc, True)
     else:
-        r = _g_reduce(ma, False)
+        r = _g_reduce(ma, SUM)
         if HAS_B:
-            r = tl.maximum(r, _g_reduce(mb, False))
+            r = _g_comb(r, _g_reduce(mb, SUM), SUM)
         if HAS_C:
-            r = tl.maximum(r, _g_reduce(mc, False))
+            r = _g_comb(r, _g_reduce(mc, SUM), SUM)
+    return r
+
+
+@triton.jit
+def _g_comb(a, b, SUM: tl.constexpr):
+    """a + b (SUM) or max(a, b)."""
+    if SUM:
+        r = a + b
+    else:
+        r = tl.maximum(a, b)
     return r
 
 
