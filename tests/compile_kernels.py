@@ -122,7 +122,8 @@ def pair_jobs():
                     ce = dict(QMAX=448.0 if qd == "fp8" else 127.0, FLOOR=2.0 ** -100, QFP8=qd == "fp8", L=L,
                               PRODUCER=producer[kernel], SOFT=False, N_ITER=0, **pairs)
                     tiles = (pairs["BG"], pairs["BG2"], pairs["BG3"])
-                    yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{ce['GQ']}"
+                    units = "/".join(str(ce[g]) for t, g in zip(tiles, ("GQ", "GQ2", "GQ3")) if t)
+                    yield (f"pairs {kernel} K={K} 2_{L} {qd} {tiles} w{cfg['num_warps']} u{units}"
                            f" r{cfg.get('MAXNREG', 0)} p{cfg.get('PERSIST', 0)}{'h' if ce['HOIST_W'] else ''}",
                            dict(sig, q_ptr="*fp8e4nv" if qd == "fp8" else "*i8"), ce,
                            int(cfg["num_warps"]), int(cfg.get("MAXNREG", 0)))

@@ -488,6 +488,59 @@ def test_persistent_pair_tiles_match_reference(producer, pattern, unit, qd, pers
             assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} {run} poison {byte:#x}")
 
 
+def test_shrink_gives_later_tiles_smaller_units():
+    """SHRINK: the tiles after the first need only a group a thread and take the largest unit <= UNIT
+    that gives every thread one; the units a tile never grow (``_g_rows`` folds onto the last)."""
+    big = {"BLOCK_G": 2048, "SPLIT": 1, "num_warps": 16, "UNIT": 4}
+    kout = launch.out_k(18944, Pattern(8))  # 2368 groups
+    assert launch.pair_tiles(kout, 8, big) == (2048, 2048, 0)  # the rest padded to a unit a thread
+    shrink = {**big, "SHRINK": 1}
+    assert launch.pair_tiles(kout, 8, shrink) == (2048, 512, 0)
+    assert launch.tile_units((2048, 512, 0), 8, shrink) == (4, 1, 4)
+    assert launch.tile_units((2048, 512, 0), 8, big) == (4, 4, 4)
+    assert launch.pair_tiles(kout, 8, {**shrink, "BLOCK_G": 1024}) is None  # fewer units than threads
+    small = {"BLOCK_G": 128, "SPLIT": 1, "num_warps": 1, "UNIT": 4, "SHRINK": 1}
+    tiles = launch.pair_tiles(launch.out_k(1790, Pattern(8)), 8, small)  # 224 groups
+    assert tiles == (128, 64, 32) and launch.tile_units(tiles, 8, small) == (4, 2, 1)
+    for t in range(1, 4):
+        for K in range(100, 3000, 37):
+            for nw in (1, 2):
+                cfg = {**small, "num_warps": nw, "BLOCK_G": 128 * nw, "UNIT": 1 << (t - 1)}
+                tiles = launch.pair_tiles(launch.out_k(K, Pattern(8)), 8, cfg)
+                if tiles is None:
+                    continue
+                units = launch.tile_units(tiles, 8, cfg)
+                per = [g // u for g, u in zip(tiles, units) if g]
+                assert per == sorted(per, reverse=True) and all(g % u == 0 for g, u in zip(tiles, units)), cfg
+    assert C.validate_config("quant", {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 1})["SHRINK"] == 0
+    with pytest.raises(ValueError):
+        C.validate_config("quant", {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 1, "SHRINK": 2})
+
+
+@pytest.mark.parametrize("producer, pattern, qd, persist", [
+    (tk.RMSNORM, "6:8", "int8", 1), (tk.SILU_MUL, "6:8", "fp8", 0), (tk.PLAIN, "4:6", "int8", 2)])
+def test_shrunk_tile_units_match_reference(producer, pattern, qd, persist):
+    """Pair tiles in units of 4, 2 and 1 groups in one row (SHRINK: 128 + 64 + 32 groups at one
+    warp, 16-, 8- and 4-byte stores at 6:8): the references' bits, every element written (two
+    poisons), persistent and not."""
+    pat = Pattern.parse(pattern)
+    L = pat.window
+    K = {6: 1340, 8: 1790}[L]  # 224 groups
+    cfg = {**ONE, "BLOCK_G": 128, "SPLIT": 1, "ROWS": 1, "num_warps": 1, "UNIT": 4, "SHRINK": 1,
+           "PERSIST": persist, "HOIST_W": 1}
+    tiles = launch.pair_tiles(launch.out_k(K, pat), L, cfg)
+    assert tiles == (128, 64, 32) and launch.tile_units(tiles, L, cfg) == (4, 2, 1), tiles
+    w = (torch.rand(K, generator=torch.Generator().manual_seed(5)) * 2 + 0.1).to(torch.bfloat16)
+    M = 9
+    x = rand_x(M, 2 * K if producer == tk.SILU_MUL else K, torch.bfloat16, seed=L, scale=6.0)
+    x[3] = 0
+    qr, sr, kw = producer_reference(producer, x, w, qd, pat)
+    for byte in (0x5A, 0xA5):
+        q, s = poisoned_with(M, launch.out_k(K, pat), qd, byte)
+        launch.quant(x, qd, pat, cfg, out=(q, s), **kw)
+        assert_quant(q, s, qr, sr, M, f"{producer} {pattern} {qd} poison {byte:#x}")
+
+
 @pytest.mark.parametrize("qd", ["int8", "fp8"])
 @pytest.mark.parametrize("pattern", [None, "2_8", "2_10"])
 def test_persistent_plain_quant_matches_reference(pattern, qd):
@@ -561,8 +614,8 @@ def test_default_config_persist_rule():
         for K in (1, 2048, 3584, 4096):
             assert persist("rmsnorm_quant", K, qd)[:2] == (0, 0), K
         assert persist("rmsnorm_quant", 8192, qd, "6:8")[:2] == (0, 0)
-        # 6:8 K = 5120: INT8 as 3 persistent programs (RMS_PAIRS_INT8, 2 warps), FP8 not
-        assert persist("rmsnorm_quant", 5120, qd, "6:8") == ((0, 0, 4) if qd == "fp8" else (3, 1, 2))
+        # 6:8 K = 5120: 3 persistent programs an SM at 4 warps (RMS_PAIRS), the weight hoisted
+        assert persist("rmsnorm_quant", 5120, qd, "6:8") == (3, 1, 4)
         assert persist("rmsnorm_quant", 16384, qd)[:2] == (0, 0)  # not one chunk
         # SiLU dense INT8 8192 < I <= 32768 and FP8 16384 < I <= 32768: 16 warps, one program per SM
         for inter in (8200, 13824, 16384, 18944, 27648):
@@ -575,7 +628,8 @@ def test_default_config_persist_rule():
         assert persist("silu_mul_quant", 8192, qd, "6:8")[:2] == (0, 0)
         for inter in (13824, 18944):
             assert persist("silu_mul_quant", inter, qd, "6:8") == (1, 0, 16)
-        assert persist("rmsnorm_quant", 3584, qd, "6:8") == (4, 1, 4)  # RMS_PAIRS: 4 programs, weight hoisted
+        assert persist("rmsnorm_quant", 3584, qd, "6:8") == (4, 1, 2)  # RMS_PAIRS: 4 programs, weight hoisted
+        assert persist("rmsnorm_quant", 3072, qd, "6:8") == (6, 1, 2)
         for K in (2048, 5120, 13824):
             assert persist("quant", K, qd)[:2] == (0, 0)
     # FP8 8192 < I <= 16384: two programs an SM by a register cap instead
@@ -643,13 +697,16 @@ def test_pair_candidates_and_defaults():
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8", pairs=False)
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 5120, "int8", "2_6")  # three tiles: scatter
     rms = C.default_config("rmsnorm_quant", 3584, "fp8", "2_8")  # a measured RMS_PAIRS row: persistent
-    assert (rms["BLOCK_G"], rms["UNIT"], rms["PERSIST"], rms["HOIST_W"]) == (512, 4, 4, 1)
-    for inter in (8192, 18944):  # SiLU 6:8: INT8 in units of 2 groups (8-byte stores), FP8 not
-        assert C.default_config("silu_mul_quant", inter, "int8", "2_8")["UNIT"] == 2
-        assert C.default_config("silu_mul_quant", inter, "fp8", "2_8")["UNIT"] == 1
-        assert C.default_config("silu_mul_quant", inter, None, "2_8")["UNIT"] == 2  # unknown dtype: as INT8
+    assert (rms["BLOCK_G"], rms["UNIT"], rms["PERSIST"], rms["HOIST_W"], rms["SHRINK"]) == (256, 4, 4, 1, 1)
+    assert launch.tile_units(launch.pair_tiles(launch.out_k(3584, Pattern(8)), 8, rms), 8, rms) == (4, 2, 1)
+    # SiLU 6:8 I = 8192: INT8 in units of 2 groups (8-byte stores), FP8 not
+    assert C.default_config("silu_mul_quant", 8192, "int8", "2_8")["UNIT"] == 2
+    assert C.default_config("silu_mul_quant", 8192, "fp8", "2_8")["UNIT"] == 1
+    assert C.default_config("silu_mul_quant", 8192, None, "2_8")["UNIT"] == 2  # unknown dtype: as INT8
     silu = C.default_config("silu_mul_quant", 18944, "int8", "2_8")
-    assert silu["PERSIST"] == 1 and silu["HOIST_W"] == 0
+    assert silu["PERSIST"] == 1 and silu["HOIST_W"] == 0 and silu["SHRINK"] == 1
+    assert silu == C.default_config("silu_mul_quant", 18944, "fp8", "2_8")
+    assert launch.pair_tiles(launch.out_k(18944, Pattern(8)), 8, silu) == (2048, 512, 0)
     for c in (rms, silu):
         assert C.validate_config("rmsnorm_quant", c) == {**C.validate_config("rmsnorm_quant", c), **c}
     with pytest.raises(ValueError, match="0 or a power of 2"):

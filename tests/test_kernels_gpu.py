@@ -273,7 +273,7 @@ def test_every_launch_config_is_exact(qd, gen):
     """The tuner's candidate configs all give the reference's bits (a tuned config cannot change
     results): plain quant, RMSNorm and SiLU producers, window-reading and scattered lifts, split rows,
     pair tiles (each warp count: a tile smaller than the threads is laid out differently; each
-    unit of groups), INT8 and FP8 (the pair kernel packs FP8 words in its own way)."""
+    unit of groups, and smaller units in the later tiles: SHRINK), INT8 and FP8 (the pair kernel packs FP8 words in its own way)."""
     from slidesparse.kernels import launch
     from slidesparse.kernels import reference as R
     from slidesparse.kernels import triton_kernels as tk
@@ -301,7 +301,7 @@ def test_every_launch_config_is_exact(qd, gen):
         for cfg in candidate_configs(kernel, K, pattern):
             shape = (cfg["BLOCK_K"], cfg.get("SCATTER", 0), cfg.get("SPLIT", 0), cfg["ROWS"], cfg.get("PERSIST", 0),
                      cfg.get("HOIST_W", 0), cfg.get("BLOCK_G", 0), cfg["num_warps"] if cfg.get("BLOCK_G") else 0,
-                     cfg.get("UNIT", 1), cfg.get("MAXNREG", 0))
+                     cfg.get("UNIT", 1), cfg.get("SHRINK", 0), cfg.get("MAXNREG", 0))
             if shape in seen:  # warps and window blocks do not change which code runs; keeps compiles few
                 continue
             seen.add(shape)
@@ -314,10 +314,11 @@ def test_every_launch_config_is_exact(qd, gen):
 @pytest.mark.parametrize("kernel, K, pattern", [
     ("rmsnorm_quant", 5120, None), ("silu_mul_quant", 13824, None), ("silu_mul_quant", 18944, None),
     ("silu_mul_quant", 8192, None), ("silu_mul_quant", 13824, "2_8"), ("silu_mul_quant", 18944, "2_8"),
-    ("rmsnorm_quant", 3584, "2_8")])
+    ("rmsnorm_quant", 3072, "2_8"), ("rmsnorm_quant", 3584, "2_8"), ("rmsnorm_quant", 5120, "2_8")])
 def test_persistent_default_equals_one_row_per_program(kernel, K, pattern, qd, gen):
     """The persistent schedules (PERSIST; the default for dense RMSNorm K = 5120, SiLU I = 18944 and
-    INT8 I = 13824, and for the pair tiles of SiLU 6:8 I = 13824 / 18944 and RMSNorm 6:8 K = 3584;
+    INT8 I = 13824, and for the pair tiles of SiLU 6:8 I = 13824 / 18944 and RMSNorm 6:8 K = 3072 /
+    3584 / 5120, the last three and SiLU 18944 in units that shrink along the row;
     forced elsewhere: the path still has to be exact) give the same bits as the same config run one
     row tile per program, and write every element (two different poisons), at an M that is not a
     multiple of the grid; at small M too (fewer row tiles than SMs)."""

@@ -37,13 +37,13 @@ M_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 _KEYS = {
     "quant": ("BLOCK_K", "BLOCK_W", "ROWS", "num_warps", "num_stages", "SCATTER", "SPLIT", "PERSIST", "HOIST_W",
-              "BLOCK_G", "MAXNREG", "UNIT"),
+              "BLOCK_G", "MAXNREG", "UNIT", "SHRINK"),
     "dequant": ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"),
 }
 _POW2 = {"BLOCK_K", "BLOCK_W", "BLOCK_M", "BLOCK_N", "num_warps", "UNIT"}
 _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_warps": (1, 32),
            "num_stages": (1, 8), "SCATTER": (0, 1), "SPLIT": (0, 1), "PERSIST": (0, 32), "HOIST_W": (0, 1),
-           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (1, 4),
+           "BLOCK_G": (0, 16384), "MAXNREG": (0, 255), "UNIT": (1, 4), "SHRINK": (0, 1),
            "BLOCK_M": (1, 1024), "BLOCK_N": (16, 8192)}
 # key: value when a config leaves it out. PERSIST: persistent programs per SM (0 = one program per
 # row tile), each looping over row tiles with the next tile's loads in flight; it applies to rows
@@ -55,11 +55,13 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # it takes precedence over BLOCK_K / SCATTER / PERSIST when the windows fit, else it is ignored.
 # UNIT (pair tiles): groups a thread holds together, 1 (the default: configs tuned before the key
 # keep their meaning), 2 or 4; launch.pair_unit(L) is the fewest whose windows fill 16-byte stores
-# (4 at 6:8).
+# (4 at 6:8). SHRINK (pair tiles with SPLIT): the tiles after the first take the largest unit <= UNIT
+# that still gives every thread one (``launch.tile_units``): less padding where the rest of a row is
+# small; 0 (the default) = every tile in units of UNIT.
 # MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
 # cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
 _OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0,
-             "UNIT": 1}
+             "UNIT": 1, "SHRINK": 0}
 _ACC_NAMES = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 _ACC_ALIASES = {"int32": "int32", "i32": "int32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
                 "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
@@ -78,40 +80,43 @@ def rms_persist(K: int) -> int:
 
 # Pair tiles (BLOCK_G, quant_kernel_pairs) where they measured faster than the scatter / window
 # re-reads on the H100 (probes of 2026-12-06, M = 4096 and 16384, % of copy bandwidth;
-# docs/PERF.md), per (K or I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT, PERSIST).
+# docs/PERF.md), per (K or I, window L): (BLOCK_G, SPLIT, num_warps, MAXNREG, UNIT, PERSIST, SHRINK).
 # SiLU rows not listed keep the scatter. UNIT 4 at 6:8 = 16-byte stores of 4 groups; 1 = a group a
 # thread (I = 8192: 96 / 95 against 98 / 91 at M = 16384 / 4096). PERSIST 1 (persistent programs,
 # the next row's loads in flight) at 6:8 I = 13824: 90 / 87 -> 98 / 94 (INT8), 90 / 87 -> 93 / 89
-# (FP8); I = 18944: 80 / 77 -> 83 / 79 (INT8), 78 / 75 -> 88 / 84 (FP8).
-SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1, 0), (13824, 8): (2048, 0, 16, 0, 4, 1),
-              (18944, 8): (2048, 1, 16, 0, 1, 1),
-              (8192, 10): (1024, 0, 8, 0, 1, 0), (13824, 10): (1024, 1, 16, 64, 1, 0),
-              (18944, 10): (2048, 0, 16, 0, 1, 0)}
+# (FP8). I = 18944 (2368 groups) in 2048 groups of 16-byte units plus 512 groups a thread (SHRINK),
+# persistent: INT8 87 / 80 -> 96 / 93 (8-byte units, the rest padded to 1024 groups before), FP8
+# 87 / 83 -> 99 / 95 (a group a thread before).
+SILU_PAIRS = {(8192, 8): (1024, 0, 32, 0, 1, 0, 0), (13824, 8): (2048, 0, 16, 0, 4, 1, 0),
+              (18944, 8): (2048, 1, 16, 0, 4, 1, 1),
+              (8192, 10): (1024, 0, 8, 0, 1, 0, 0), (13824, 10): (1024, 1, 16, 64, 1, 0, 0),
+              (18944, 10): (2048, 0, 16, 0, 1, 0, 0)}
 # INT8 rows where units of 2 groups (8-byte stores at 6:8) beat the table above (FP8 lost 3-8 points
-# there): I = 8192 96 / 94 -> 102 / 98 %; I = 18944 83 / 80 -> 90 / 86 % (M = 16384 / 4096).
-SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0), (18944, 8): (2048, 1, 16, 0, 2, 1)}
+# there): I = 8192 96 / 94 -> 102 / 98 % (M = 16384 / 4096).
+SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0, 0)}
 # RMSNorm rows where a measured config beat the rule of ``pair_config`` (INT8 / FP8, % of copy at
 # M = 16384 / 4096, with the tiles' reductions folded into one, ``triton_kernels._g_rows``): 8:10
 # K = 2048 at 1 warp, three tiles (92 / 98 -> 100 / 98, FP8 92 / 99 -> 99 / 101), K = 3072 at 2 warps
-# (91 / 93 at 4 warps -> 96 / 97, FP8 88 / 94 -> 96 / 97); 6:8 K = 3584 (the rule's scatter: 85 / 92,
-# 86 / 90 before the fold) in 16-byte units as 4 persistent programs an SM (126 registers at 4 warps)
-# with the weight hoisted: 91 / 94, 88 / 95.
-RMS_PAIRS = {(2048, 10): (128, 1, 1, 0, 1, 0), (3072, 10): (256, 1, 2, 0, 1, 0), (3584, 8): (512, 0, 4, 0, 4, 4)}
-# INT8 6:8 K = 5120 in units of 2 groups (8-byte stores) at 2 warps, 3 persistent programs an SM:
-# 82 / 84 -> 86 / 90 (FP8 lost 2-7 points with 8-byte units and keeps the rule's 81 / 85).
-RMS_PAIRS_INT8 = {(5120, 8): (512, 1, 2, 0, 2, 3)}
+# (91 / 93 at 4 warps -> 96 / 97, FP8 88 / 94 -> 96 / 97). 6:8 in 16-byte units, the rest of the row
+# in smaller ones (SHRINK), as persistent programs with the weight hoisted: K = 3072 (384 groups) as
+# 256 + 128 in units of 4 and 2 at 2 warps, 6 programs an SM: 90 / 92 -> 99 / 102, FP8 97 / 96 ->
+# 98 / 100 (the rule's two tiles a group a thread at 4 warps before); K = 3584 (448 groups) as
+# 256 + 128 + 64 groups in units of 4, 2, 1 at 2 warps, 4 programs an SM (246 registers): 90 / 94
+# -> 94 / 98, FP8 88 / 96 -> 93 / 96 (one tile of 512 groups at 4 warps before); K = 5120 (640
+# groups) as 512 + 128 in units of 4 and 1 at 4 warps, 3 programs an SM: 84 / 90 -> 92 / 96 (units
+# of 2 at 2 warps before), FP8 81 / 84 -> 89 / 94 (a group a thread before).
+RMS_PAIRS = {(2048, 10): (128, 1, 1, 0, 1, 0, 0), (3072, 10): (256, 1, 2, 0, 1, 0, 0),
+             (3072, 8): (256, 1, 2, 0, 4, 6, 1), (3584, 8): (256, 1, 2, 0, 4, 4, 1),
+             (5120, 8): (512, 1, 4, 0, 4, 3, 1)}
 PAIR_WINDOWS = (6, 8, 10)  # measured; longer windows (10:12 and up) not measured, no pair defaults
-
-
-def _table_row(table: dict, int8_table: dict, K: int, L: int, fp8: bool):
-    """A measured table's row for (K, L), or None; INT8 takes its own table's row where it has one."""
-    return (None if fp8 else int8_table.get((K, L))) or table.get((K, L))
 
 
 def _pair_entry(got, kernel: str) -> dict | None:
     if got is None:
         return None
     out = {"BLOCK_G": got[0], "SPLIT": got[1], "num_warps": got[2], "MAXNREG": got[3], "UNIT": got[4]}
+    if got[6]:
+        out["SHRINK"] = 1
     if got[5]:  # persistent; RMSNorm's weight then loaded once a program (as measured)
         out.update(PERSIST=got[5], HOIST_W=int(kernel == "rmsnorm_quant"))
     return out
@@ -127,7 +132,7 @@ def pair_groups(K: int, L: int) -> int:
 def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
     other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its
-    own rows, ``SILU_PAIRS_INT8`` and ``RMS_PAIRS_INT8``). Plain quant up
+    own SiLU rows, ``SILU_PAIRS_INT8``). Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
     groups a thread in one tile of the next power of two; FP8 at 6:8 past 256 groups in two tiles of
     half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where
@@ -141,7 +146,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
         return None
     need = pair_groups(K, L)
     if kernel == "silu_mul_quant":
-        return _pair_entry(_table_row(SILU_PAIRS, SILU_PAIRS_INT8, K, L, fp8), kernel)
+        return _pair_entry((None if fp8 else SILU_PAIRS_INT8.get((K, L))) or SILU_PAIRS.get((K, L)), kernel)
     if kernel == "quant":
         if need > 1024 or (L == 8 and need > 512):  # 6:8 at 5120 / 8192: 74-90 % against 95-98 %
             return None
@@ -149,7 +154,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
             return {"BLOCK_G": _next_pow2(need) // 2, "SPLIT": 1, "num_warps": 8, "UNIT": 1}
         return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
                 "UNIT": 1}
-    if kernel == "rmsnorm_quant" and (got := _table_row(RMS_PAIRS, RMS_PAIRS_INT8, K, L, fp8)) is not None:
+    if kernel == "rmsnorm_quant" and (got := RMS_PAIRS.get((K, L))) is not None:
         return _pair_entry(got, kernel)
     if kernel == "rmsnorm_quant" and need <= 8192:
         if need <= 256:

@@ -153,15 +153,18 @@ def _grid(m_pad: int, rows: int, persist: int, device) -> tuple[int, int]:
 
 
 def pair_constexprs(kout: int, L: int, producer: int, config: dict) -> dict | None:
-    """The tile constexprs of a ``quant_kernel_pairs`` launch for ``config`` (BG, BG2, BG3, GQ, ROWS,
-    PERSIST, HOIST_W), or None when the config does not take the pair kernel (``pair_tiles``).
-    HOIST_W only for RMSNorm's persistent programs (the weight is loaded once a program)."""
+    """The tile constexprs of a ``quant_kernel_pairs`` launch for ``config`` (BG, BG2, BG3, their units
+    GQ, GQ2, GQ3, ROWS, PERSIST, HOIST_W), or None when the config does not take the pair kernel
+    (``pair_tiles``). HOIST_W only for RMSNorm's persistent programs (the weight is loaded once a
+    program)."""
     groups = pair_tiles(kout, L, config)
     if groups is None:
         return None
+    units = tile_units(groups, L, config)
     persist = bool(config.get("PERSIST", 0))
-    return dict(BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=group_unit(L, config), ROWS=int(config["ROWS"]),
-                PERSIST=persist, HOIST_W=persist and bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM)
+    return dict(BG=groups[0], BG2=groups[1], BG3=groups[2], GQ=units[0], GQ2=units[1], GQ3=units[2],
+                ROWS=int(config["ROWS"]), PERSIST=persist,
+                HOIST_W=persist and bool(config.get("HOIST_W", 0)) and producer == tk.RMSNORM)
 
 
 def _compile_options(config: dict) -> dict:
@@ -237,19 +240,36 @@ def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
     the tiles must cover every group with a slid column below KOUT, BLOCK_G groups (at least a unit,
     ``group_unit``), and with SPLIT at most BLOCK_G more in at most two power-of-two tiles of at
     least a unit a thread (a smaller tile is replicated over the threads, and its layout conversions
-    go through shared memory): 8:10 at 2368 groups = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16."""
+    go through shared memory): 8:10 at 2368 groups = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16.
+    With SHRINK the later tiles take smaller units (``tile_units``), so they need only a group a
+    thread, and BLOCK_G must give every thread a unit: 6:8 at 2368 groups, UNIT 4, 16 warps = 2048
+    (units of 4) + 512 (of 1), where without SHRINK the rest takes a whole 2048."""
     block_g = int(config.get("BLOCK_G", 0))
     if not block_g or L == 0:
         return None
     unit = group_unit(L, config)
+    threads = 32 * int(config["num_warps"])
+    shrink = bool(config.get("SHRINK", 0))
     need = window_groups(kout, L)
-    if block_g < unit:
+    if block_g < unit or (shrink and block_g < unit * threads):
         return None
     if need <= block_g:
         return block_g, 0, 0
     if not config.get("SPLIT", 0) or need - block_g > block_g:
         return None
-    return (block_g, *_two_tiles(need - block_g, min(block_g, unit * 32 * int(config["num_warps"]))))
+    return (block_g, *_two_tiles(need - block_g, min(block_g, threads if shrink else unit * threads)))
+
+
+def tile_units(tiles: tuple[int, int, int], L: int, config: dict) -> tuple[int, int, int]:
+    """The unit (groups a thread holds together) of each pair tile: UNIT, or with SHRINK for the
+    tiles after the first the largest power of two <= UNIT that still gives every thread a unit (at
+    least 1): a unit a thread in narrower stores rather than threads on padding. The units a tile
+    (``tile / unit``) then never grow from one tile to the next, as ``_g_rows``'s fold needs."""
+    unit = group_unit(L, config)
+    if not config.get("SHRINK", 0):
+        return unit, unit, unit
+    threads = 32 * int(config["num_warps"])
+    return (unit, *(min(unit, max(1, t // threads)) if t else unit for t in tiles[1:]))
 
 
 def pair_unit(L: int) -> int:

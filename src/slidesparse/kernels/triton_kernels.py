@@ -799,7 +799,8 @@ def _fp8_bits(v):
 
 @triton.jit
 def _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L: tl.constexpr, PRODUCER: tl.constexpr, BG: tl.constexpr,
-                 BG2: tl.constexpr, BG3: tl.constexpr, GQ: tl.constexpr, ROWS: tl.constexpr):
+                 BG2: tl.constexpr, BG3: tl.constexpr, GQ: tl.constexpr, GQ2: tl.constexpr, GQ3: tl.constexpr,
+                 ROWS: tl.constexpr):
     """The raw loads of row tile ``tile`` (rows tile*ROWS ...) as pair tiles: (a, a_up, b, b_up, c,
     c_up), one ``_g_load`` tuple per group tile (BG, BG2, BG3; absent = a 1-tuple placeholder) and
     half (up: SiLU's, at +inter). Zeros at rows >= M and columns >= K."""
@@ -816,13 +817,13 @@ def _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L: tl.constexpr, PRODUCER:
     if PRODUCER == 2:
         ua = _g_load(x_rows + inter, 0, K, live, L, BG // GQ, GQ)
     if BG2 > 0:
-        rb = _g_load(x_rows, BG, K, live, L, BG2 // GQ, GQ)
+        rb = _g_load(x_rows, BG, K, live, L, BG2 // GQ2, GQ2)
         if PRODUCER == 2:
-            ub = _g_load(x_rows + inter, BG, K, live, L, BG2 // GQ, GQ)
+            ub = _g_load(x_rows + inter, BG, K, live, L, BG2 // GQ2, GQ2)
     if BG3 > 0:
-        rc = _g_load(x_rows, BG + BG2, K, live, L, BG3 // GQ, GQ)
+        rc = _g_load(x_rows, BG + BG2, K, live, L, BG3 // GQ3, GQ3)
         if PRODUCER == 2:
-            uc = _g_load(x_rows + inter, BG + BG2, K, live, L, BG3 // GQ, GQ)
+            uc = _g_load(x_rows + inter, BG + BG2, K, live, L, BG3 // GQ3, GQ3)
     return ra, ua, rb, ub, rc, uc
 
 
@@ -842,15 +843,15 @@ def _g_w(w_ptr, g0, K, L: tl.constexpr, BU: tl.constexpr, GQ: tl.constexpr, SOFT
 def _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm, kf, eps,
             zero, QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
             PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
-            GQ: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
+            GQ: tl.constexpr, GQ2: tl.constexpr, GQ3: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
     """q and scale of row tile ``tile`` from its raw loads (``_g_tile_load``): passes 0-2, the
     reference's arithmetic op for op. ``wa``/``wb``/``wc``: the hoisted weight (HOIST_W) or unused."""
     rows = tile * ROWS + tl.arange(0, ROWS)
     g2: tl.constexpr = BG
     g3: tl.constexpr = BG + BG2
     U1: tl.constexpr = BG // GQ
-    U2: tl.constexpr = BG2 // GQ
-    U3: tl.constexpr = BG3 // GQ
+    U2: tl.constexpr = BG2 // GQ2
+    U3: tl.constexpr = BG3 // GQ3
     xa = ra
     xb = rb
     xc = rc
@@ -886,10 +887,10 @@ def _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD
     mb = ma
     mc = ma
     if BG2 > 0:
-        hb = _g_h(rb, ub, xb, wb, rstd, w_ptr, g2, K, L, U2, GQ, PRODUCER, SOFT, HOIST_W)
+        hb = _g_h(rb, ub, xb, wb, rstd, w_ptr, g2, K, L, U2, GQ2, PRODUCER, SOFT, HOIST_W)
         mb = _g_absmax(hb)
     if BG3 > 0:
-        hc = _g_h(rc, uc, xc, wc, rstd, w_ptr, g3, K, L, U3, GQ, PRODUCER, SOFT, HOIST_W)
+        hc = _g_h(rc, uc, xc, wc, rstd, w_ptr, g3, K, L, U3, GQ3, PRODUCER, SOFT, HOIST_W)
         mc = _g_absmax(hc)
     amax = _g_rows(ma, mb, mc, BG2 > 0, BG3 > 0, False, PRODUCER == 1)
     amax = tl.maximum(amax, FLOOR)
@@ -902,16 +903,16 @@ def _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD
     inv3 = inv[:, None, None]
     _g_emit(q_rows, ha, inv3, keep, 0, KOUT, zero, L, U1, GQ, QFP8, SOFT)
     if BG2 > 0:
-        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, zero, L, U2, GQ, QFP8, SOFT)
+        _g_emit(q_rows, hb, inv3, keep, g2, KOUT, zero, L, U2, GQ2, QFP8, SOFT)
     if BG3 > 0:
-        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, zero, L, U3, GQ, QFP8, SOFT)
+        _g_emit(q_rows, hc, inv3, keep, g3, KOUT, zero, L, U3, GQ3, QFP8, SOFT)
 
 
 @triton.jit
 def _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero, pid, G, n_iter,
             QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
             PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
-            GQ: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
+            GQ: tl.constexpr, GQ2: tl.constexpr, GQ3: tl.constexpr, ROWS: tl.constexpr, HOIST_W: tl.constexpr):
     """Row tiles pid, pid + G, ... (n_iter of them), each one's loads issued a tile ahead (``_p_loop``
     for pair tiles)."""
     dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
@@ -921,18 +922,19 @@ def _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm,
     if HOIST_W:
         wa = _g_w(w_ptr, 0, K, L, BG // GQ, GQ, SOFT)
         if BG2 > 0:
-            wb = _g_w(w_ptr, BG, K, L, BG2 // GQ, GQ, SOFT)
+            wb = _g_w(w_ptr, BG, K, L, BG2 // GQ2, GQ2, SOFT)
         if BG3 > 0:
-            wc = _g_w(w_ptr, BG + BG2, K, L, BG3 // GQ, GQ, SOFT)
+            wc = _g_w(w_ptr, BG + BG2, K, L, BG3 // GQ3, GQ3, SOFT)
     tile = pid
-    ra, ua, rb, ub, rc, uc = _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L, PRODUCER, BG, BG2, BG3, GQ, ROWS)
+    ra, ua, rb, ub, rc, uc = _g_tile_load(x_ptr, tile, M, stride_xm, inter, K, L, PRODUCER, BG, BG2, BG3, GQ, GQ2,
+                                          GQ3, ROWS)
     for _ in range(0, n_iter):
         # the next tile's loads first (past the last tile: rows >= M, masked): in flight while this
         # tile is reduced, quantized and stored
         na, nua, nb, nub, nc, nuc = _g_tile_load(x_ptr, tile + G, M, stride_xm, inter, K, L, PRODUCER,
-                                                 BG, BG2, BG3, GQ, ROWS)
+                                                 BG, BG2, BG3, GQ, GQ2, GQ3, ROWS)
         _g_tile(ra, ua, rb, ub, rc, uc, wa, wb, wc, tile, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm, kf, eps,
-                zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, HOIST_W)
+                zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, GQ2, GQ3, ROWS, HOIST_W)
         ra, ua, rb, ub, rc, uc = na, nua, nb, nub, nc, nuc
         tile = tile + G
 
@@ -943,7 +945,8 @@ def quant_kernel_pairs(
     M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
     QMAX: tl.constexpr, FLOOR: tl.constexpr, QFP8: tl.constexpr, L: tl.constexpr,
     PRODUCER: tl.constexpr, SOFT: tl.constexpr, BG: tl.constexpr, BG2: tl.constexpr, BG3: tl.constexpr,
-    GQ: tl.constexpr, ROWS: tl.constexpr, PERSIST: tl.constexpr, HOIST_W: tl.constexpr, N_ITER: tl.constexpr,
+    GQ: tl.constexpr, GQ2: tl.constexpr, GQ3: tl.constexpr, ROWS: tl.constexpr, PERSIST: tl.constexpr,
+    HOIST_W: tl.constexpr, N_ITER: tl.constexpr,
 ):
     """``quant_kernel`` for a lifted row (L > 0) held whole in registers as pair tiles: for each pair
     position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
@@ -972,17 +975,17 @@ def quant_kernel_pairs(
         # quant_kernel_persist)
         if N_ITER > 0:
             _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
-                    pid, G, N_ITER, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, HOIST_W)
+                    pid, G, N_ITER, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, GQ2, GQ3, ROWS, HOIST_W)
         else:
             _g_loop(x_ptr, w_ptr, q_ptr, s_ptr, M, M_PAD, K, KOUT, stride_xm, stride_qm, inter, kf, eps, zero,
                     pid, G, tl.cdiv(tl.cdiv(M_PAD, ROWS) - pid, G), QMAX, FLOOR, QFP8, L, PRODUCER, SOFT,
-                    BG, BG2, BG3, GQ, ROWS, HOIST_W)
+                    BG, BG2, BG3, GQ, GQ2, GQ3, ROWS, HOIST_W)
     else:
         ra, ua, rb, ub, rc, uc = _g_tile_load(x_ptr, pid, M, stride_xm, inter, K, L, PRODUCER, BG, BG2, BG3, GQ,
-                                              ROWS)
+                                              GQ2, GQ3, ROWS)
         dummy = (tl.zeros([1, 1, 1], dtype=tl.float32),)
         _g_tile(ra, ua, rb, ub, rc, uc, dummy, dummy, dummy, pid, w_ptr, q_ptr, s_ptr, M_PAD, K, KOUT, stride_qm,
-                kf, eps, zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, ROWS, False)
+                kf, eps, zero, QMAX, FLOOR, QFP8, L, PRODUCER, SOFT, BG, BG2, BG3, GQ, GQ2, GQ3, ROWS, False)
 
 
 @triton.jit

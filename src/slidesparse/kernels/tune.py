@@ -76,8 +76,10 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
     or in a tile of half that plus up to two more (SPLIT), at 1 to 32 warps, keeping about 1 to 8
     groups a thread (H100 best cases: 1-8, tools/lift_variants.py), for each UNIT (groups a thread
     holds together: each power of two up to the 16-byte unit ``launch.pair_unit``; 2 at 6:8 = 8-byte
-    stores, the best INT8 SiLU configs at I = 8192 / 18944) at least 0.75 units a thread,
-    with the first tile a unit a thread. The fused producers also as persistent programs (the next
+    stores, the best INT8 SiLU configs at I = 8192) at least 0.75 units a thread,
+    with the first tile a unit a thread; split rows in units past one also with SHRINK (the rest
+    of the row in smaller units, a unit a thread: the 6:8 defaults of SiLU I = 18944 and RMSNorm
+    K = 3584 / 5120). The fused producers also as persistent programs (the next
     row's loads in flight), where that won on the H100 (docs/PERF.md): SiLU at 16 and 32 warps, one
     program an SM; RMSNorm at up to 4 warps, three programs an SM with the weight hoisted."""
     need = pair_groups(K, pattern.window)
@@ -92,11 +94,12 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
                 if bg >= unit * 32 * nw and not (split and need <= bg):
                     c = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
                          "BLOCK_G": bg, "SPLIT": split, "UNIT": unit}
-                    out.append(c)
-                    if kernel == "silu_mul_quant" and nw >= 16:
-                        out.append({**c, "PERSIST": 1})
-                    elif kernel == "rmsnorm_quant" and nw <= 4:
-                        out.append({**c, "PERSIST": 3, "HOIST_W": 1})
+                    for v in [c] + ([{**c, "SHRINK": 1}] if split and unit > 1 else []):
+                        out.append(v)
+                        if kernel == "silu_mul_quant" and nw >= 16:
+                            out.append({**v, "PERSIST": 1})
+                        elif kernel == "rmsnorm_quant" and nw <= 4:
+                            out.append({**v, "PERSIST": 3, "HOIST_W": 1})
     return out
 
 
