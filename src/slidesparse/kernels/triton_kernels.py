@@ -952,7 +952,8 @@ def quant_kernel_pairs(
     position j < L/2 of a group, tiles [ROWS, units, 2] of its two columns (up to three group tiles
     of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
     whole units of GQ consecutive groups (config key UNIT; at ``launch.pair_unit`` the windows of a
-    unit fill 16-byte stores). h is produced once per input column, and each window (pairs j, j + 1
+    unit fill 16-byte stores), of GQ2 and GQ3 in the later tiles (smaller with SHRINK, so a row's
+    rest is a unit a thread rather than padding: ``launch.tile_units``). h is produced once per input column, and each window (pairs j, j + 1
     of a group) is joined in registers and written with the unit's other windows in the widest
     stores they fill, where the scatter (``_emit``) needs two 2-byte stores a pair and index
     division. Same arithmetic op for op, so the same bits; every element of q [M_PAD, KOUT] and
