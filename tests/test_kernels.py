@@ -498,7 +498,10 @@ def test_shrink_gives_later_tiles_smaller_units():
     assert launch.pair_tiles(kout, 8, shrink) == (2048, 512, 0)
     assert launch.tile_units((2048, 512, 0), 8, shrink) == (4, 1, 4)
     assert launch.tile_units((2048, 512, 0), 8, big) == (4, 4, 4)
-    assert launch.pair_tiles(kout, 8, {**shrink, "BLOCK_G": 1024}) is None  # fewer units than threads
+    wide = {**shrink, "num_warps": 32}  # 1024 threads, 512 units in the first tile
+    assert launch.pair_tiles(kout, 8, wide) is None and launch.pair_tiles(kout, 8, {**wide, "SHRINK": 0})
+    one = launch.out_k(2048 * 8 - 100, Pattern(8))  # one tile: SHRINK changes nothing
+    assert launch.pair_tiles(one, 8, wide) == launch.pair_tiles(one, 8, {**wide, "SHRINK": 0}) == (2048, 0, 0)
     small = {"BLOCK_G": 128, "SPLIT": 1, "num_warps": 1, "UNIT": 4, "SHRINK": 1}
     tiles = launch.pair_tiles(launch.out_k(1790, Pattern(8)), 8, small)  # 224 groups
     assert tiles == (128, 64, 32) and launch.tile_units(tiles, 8, small) == (4, 2, 1)

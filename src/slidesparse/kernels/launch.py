@@ -242,8 +242,8 @@ def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
     least a unit a thread (a smaller tile is replicated over the threads, and its layout conversions
     go through shared memory): 8:10 at 2368 groups = 2048 + 256 + 64 at 2 warps, 2048 + 512 at 16.
     With SHRINK the later tiles take smaller units (``tile_units``), so they need only a group a
-    thread, and BLOCK_G must give every thread a unit: 6:8 at 2368 groups, UNIT 4, 16 warps = 2048
-    (units of 4) + 512 (of 1), where without SHRINK the rest takes a whole 2048."""
+    thread, and a split row's BLOCK_G must give every thread a unit: 6:8 at 2368 groups, UNIT 4, 16
+    warps = 2048 (units of 4) + 512 (of 1), where without SHRINK the rest takes a whole 2048."""
     block_g = int(config.get("BLOCK_G", 0))
     if not block_g or L == 0:
         return None
@@ -251,11 +251,11 @@ def pair_tiles(kout: int, L: int, config: dict) -> tuple[int, int, int] | None:
     threads = 32 * int(config["num_warps"])
     shrink = bool(config.get("SHRINK", 0))
     need = window_groups(kout, L)
-    if block_g < unit or (shrink and block_g < unit * threads):
+    if block_g < unit:
         return None
     if need <= block_g:
         return block_g, 0, 0
-    if not config.get("SPLIT", 0) or need - block_g > block_g:
+    if not config.get("SPLIT", 0) or need - block_g > block_g or (shrink and block_g < unit * threads):
         return None
     return (block_g, *_two_tiles(need - block_g, min(block_g, threads if shrink else unit * threads)))
 
