@@ -150,7 +150,8 @@ def test_pair_tiles_cover_every_window(L):
         kout = launch.out_k(K, p)
         need = -(-kout // (2 * L - 4))
         for cfg in ({"BLOCK_G": 64, "num_warps": 1}, {"BLOCK_G": 64, "SPLIT": 1, "num_warps": 1},
-                    {"BLOCK_G": 1024, "SPLIT": 1, "num_warps": 16}, {"BLOCK_G": 0, "num_warps": 4}):
+                    {"BLOCK_G": 1024, "SPLIT": 1, "num_warps": 16}, {"BLOCK_G": 0, "num_warps": 4},
+                    {"BLOCK_G": 128, "SPLIT": 1, "num_warps": 1, "UNIT": 4, "SHRINK": 1}):
             got = launch.pair_tiles(kout, L, cfg)
             if got is None:
                 assert not cfg["BLOCK_G"] or need > cfg["BLOCK_G"] * (2 if cfg.get("SPLIT") else 1)
@@ -515,20 +516,31 @@ def test_shrink_gives_later_tiles_smaller_units():
                 units = launch.tile_units(tiles, 8, cfg)
                 per = [g // u for g, u in zip(tiles, units) if g]
                 assert per == sorted(per, reverse=True) and all(g % u == 0 for g, u in zip(tiles, units)), cfg
+    from slidesparse.kernels.tune import pair_candidates
+    for K, pat, least in ((2048, "6:8", 0), (3584, "6:8", 1), (18944, "6:8", 1), (3072, "4:6", 0)):
+        p = Pattern.parse(pat)
+        kout = launch.out_k(K, p)
+        got = [c for c in pair_candidates(K, p, "rmsnorm_quant") if c.get("SHRINK")]
+        assert len(got) >= least, (K, pat)
+        for c in got:  # only where SHRINK changes the tiles or their units
+            plain = {**c, "SHRINK": 0}
+            assert (launch.pair_tiles(kout, p.window, c), launch.tile_units(launch.pair_tiles(kout, p.window, c),
+                    p.window, c)) != (launch.pair_tiles(kout, p.window, plain), launch.tile_units(
+                    launch.pair_tiles(kout, p.window, plain) or (0, 0, 0), p.window, plain)), c
     assert C.validate_config("quant", {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 1})["SHRINK"] == 0
     with pytest.raises(ValueError):
         C.validate_config("quant", {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": 1, "SHRINK": 2})
 
 
-@pytest.mark.parametrize("producer, pattern, qd, persist", [
-    (tk.RMSNORM, "6:8", "int8", 1), (tk.SILU_MUL, "6:8", "fp8", 0), (tk.PLAIN, "4:6", "int8", 2)])
-def test_shrunk_tile_units_match_reference(producer, pattern, qd, persist):
+@pytest.mark.parametrize("producer, pattern, qd, persist, K", [
+    (tk.RMSNORM, "6:8", "int8", 1, 1790), (tk.SILU_MUL, "6:8", "fp8", 0, 1700), (tk.PLAIN, "4:6", "int8", 2, 1340)])
+def test_shrink_tile_units_match_reference(producer, pattern, qd, persist, K):
     """Pair tiles in units of 4, 2 and 1 groups in one row (SHRINK: 128 + 64 + 32 groups at one
     warp, 16-, 8- and 4-byte stores at 6:8): the references' bits, every element written (two
-    poisons), persistent and not."""
+    poisons), persistent and not. 224 groups exactly, or 214 (K = 1700: the last tile's units
+    partly and wholly past KOUT, not written)."""
     pat = Pattern.parse(pattern)
     L = pat.window
-    K = {6: 1340, 8: 1790}[L]  # 224 groups
     cfg = {**ONE, "BLOCK_G": 128, "SPLIT": 1, "ROWS": 1, "num_warps": 1, "UNIT": 4, "SHRINK": 1,
            "PERSIST": persist, "HOIST_W": 1}
     tiles = launch.pair_tiles(launch.out_k(K, pat), L, cfg)

@@ -13,8 +13,8 @@ same process (kernels.timing). Prints the default and the best five per case (% 
 and writes OUT_DIR/probe.csv. Default cases: the lifted 6:8 rows of the built-in models.
 
     --configs FILE.json   {"rmsnorm_quant:5120:2_8": [{"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1,
-                          "num_warps": 2, "BLOCK_G": 512, "SPLIT": 1, "UNIT": 2, "PERSIST": 3,
-                          "HOIST_W": 1}, ...], ...}
+                          "num_warps": 4, "BLOCK_G": 512, "SPLIT": 1, "UNIT": 4, "SHRINK": 1,
+                          "PERSIST": 3, "HOIST_W": 1}, ...], ...}
 
 times the default against exactly those configs (validated before the GPU is touched) instead.
 """

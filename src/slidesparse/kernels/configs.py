@@ -57,7 +57,8 @@ _LIMITS = {"BLOCK_K": (16, 65536), "BLOCK_W": (4, 16384), "ROWS": (1, 64), "num_
 # keep their meaning), 2 or 4; launch.pair_unit(L) is the fewest whose windows fill 16-byte stores
 # (4 at 6:8). SHRINK (pair tiles with SPLIT): the tiles after the first take the largest unit <= UNIT
 # that still gives every thread one (``launch.tile_units``): less padding where the rest of a row is
-# small; 0 (the default) = every tile in units of UNIT.
+# small; 0 (the default) = every tile in units of UNIT. A split row with SHRINK needs BLOCK_G >=
+# UNIT * threads (a unit a thread in the first tile), else the config takes the other kernels.
 # MAXNREG: registers a thread may use (ptxas's maxnreg; 0 = the compiler's choice, else 32..255): a
 # cap of 65536 / (programs * threads) lets that many programs share an SM, at the risk of spills.
 _OPTIONAL = {"num_stages": 1, "SCATTER": 0, "SPLIT": 0, "PERSIST": 0, "HOIST_W": 0, "BLOCK_G": 0, "MAXNREG": 0,
@@ -101,10 +102,10 @@ SILU_PAIRS_INT8 = {(8192, 8): (1024, 0, 16, 0, 2, 0, 0)}
 # in smaller ones (SHRINK), as persistent programs with the weight hoisted: K = 3072 (384 groups) as
 # 256 + 128 in units of 4 and 2 at 2 warps, 6 programs an SM: 90 / 92 -> 99 / 102, FP8 97 / 96 ->
 # 98 / 100 (the rule's two tiles a group a thread at 4 warps before); K = 3584 (448 groups) as
-# 256 + 128 + 64 groups in units of 4, 2, 1 at 2 warps, 4 programs an SM (246 registers): 90 / 94
-# -> 94 / 98, FP8 88 / 96 -> 93 / 96 (one tile of 512 groups at 4 warps before); K = 5120 (640
-# groups) as 512 + 128 in units of 4 and 1 at 4 warps, 3 programs an SM: 84 / 90 -> 92 / 96 (units
-# of 2 at 2 warps before), FP8 81 / 84 -> 89 / 94 (a group a thread before).
+# 256 + 128 + 64 groups in units of 4, 2, 1 at 2 warps, 4 programs an SM (246 registers in the
+# sm_90 compile): 90 / 94 -> 94 / 99, FP8 88 / 96 -> 93 / 95 (one tile of 512 groups at 4 warps
+# before); K = 5120 (640 groups) as 512 + 128 in units of 4 and 1 at 4 warps, 3 programs an SM:
+# 84 / 90 -> 92 / 97 (units of 2 at 2 warps before), FP8 81 / 84 -> 89 / 95 (a group a thread before).
 RMS_PAIRS = {(2048, 10): (128, 1, 1, 0, 1, 0, 0), (3072, 10): (256, 1, 2, 0, 1, 0, 0),
              (3072, 8): (256, 1, 2, 0, 4, 6, 1), (3584, 8): (256, 1, 2, 0, 4, 4, 1),
              (5120, 8): (512, 1, 4, 0, 4, 3, 1)}

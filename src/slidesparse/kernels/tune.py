@@ -77,11 +77,12 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
     groups a thread (H100 best cases: 1-8, tools/lift_variants.py), for each UNIT (groups a thread
     holds together: each power of two up to the 16-byte unit ``launch.pair_unit``; 2 at 6:8 = 8-byte
     stores, the best INT8 SiLU configs at I = 8192) at least 0.75 units a thread,
-    with the first tile a unit a thread; split rows in units past one also with SHRINK (the rest
-    of the row in smaller units, a unit a thread: the 6:8 defaults of SiLU I = 18944 and RMSNorm
-    K = 3584 / 5120). The fused producers also as persistent programs (the next
-    row's loads in flight), where that won on the H100 (docs/PERF.md): SiLU at 16 and 32 warps, one
-    program an SM; RMSNorm at up to 4 warps, three programs an SM with the weight hoisted."""
+    with the first tile a unit a thread; split rows in units past one also with SHRINK where that
+    changes the tiles (the rest of the row in smaller units, a unit a thread: the 6:8 defaults of
+    SiLU I = 18944 and RMSNorm K = 3072 / 3584 / 5120). The fused producers also as persistent
+    programs (the next row's loads in flight), where that won on the H100 (docs/PERF.md): SiLU at 16
+    and 32 warps, one program an SM; RMSNorm at up to 4 warps, three programs an SM with the weight
+    hoisted (the measured defaults' 4 and 6 come in as the default, ``candidate_configs``)."""
     need = pair_groups(K, pattern.window)
     up = 1 << (need - 1).bit_length()
     out = []
@@ -94,13 +95,23 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
                 if bg >= unit * 32 * nw and not (split and need <= bg):
                     c = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
                          "BLOCK_G": bg, "SPLIT": split, "UNIT": unit}
-                    for v in [c] + ([{**c, "SHRINK": 1}] if split and unit > 1 else []):
+                    shrunk = {**c, "SHRINK": 1}
+                    for v in [c] + ([shrunk] if split and unit > 1 and _shrink_differs(K, pattern, c) else []):
                         out.append(v)
                         if kernel == "silu_mul_quant" and nw >= 16:
                             out.append({**v, "PERSIST": 1})
                         elif kernel == "rmsnorm_quant" and nw <= 4:
                             out.append({**v, "PERSIST": 3, "HOIST_W": 1})
     return out
+
+
+def _shrink_differs(K: int, pattern: Pattern, config: dict) -> bool:
+    """Whether ``config`` with SHRINK takes the pair kernel with other tiles or units than without."""
+    kout, L = launch.out_k(K, pattern), pattern.window
+    shrunk = {**config, "SHRINK": 1}
+    tiles, plain = launch.pair_tiles(kout, L, shrunk), launch.pair_tiles(kout, L, config)
+    return tiles is not None and (tiles, launch.tile_units(tiles, L, shrunk)) != (plain, launch.tile_units(
+        plain, L, config) if plain else None)
 
 
 def _schedule_candidates(kernel: str, K: int, pattern) -> list[dict]:
