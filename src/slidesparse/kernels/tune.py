@@ -95,8 +95,8 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
                 if bg >= unit * 32 * nw and not (split and need <= bg):
                     c = {"BLOCK_K": 16, "BLOCK_W": 4, "ROWS": 1, "num_warps": nw, "num_stages": 1,
                          "BLOCK_G": bg, "SPLIT": split, "UNIT": unit}
-                    shrunk = {**c, "SHRINK": 1}
-                    for v in [c] + ([shrunk] if split and unit > 1 and _shrink_differs(K, pattern, c) else []):
+                    shrink = split and unit > 1 and _shrink_differs(K, pattern, c)
+                    for v in [c] + ([{**c, "SHRINK": 1}] if shrink else []):
                         out.append(v)
                         if kernel == "silu_mul_quant" and nw >= 16:
                             out.append({**v, "PERSIST": 1})
@@ -108,10 +108,13 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
 def _shrink_differs(K: int, pattern: Pattern, config: dict) -> bool:
     """Whether ``config`` with SHRINK takes the pair kernel with other tiles or units than without."""
     kout, L = launch.out_k(K, pattern), pattern.window
-    shrunk = {**config, "SHRINK": 1}
-    tiles, plain = launch.pair_tiles(kout, L, shrunk), launch.pair_tiles(kout, L, config)
-    return tiles is not None and (tiles, launch.tile_units(tiles, L, shrunk)) != (plain, launch.tile_units(
-        plain, L, config) if plain else None)
+
+    def layout(cfg):  # (tiles, their units), or None when the config does not take the pair kernel
+        tiles = launch.pair_tiles(kout, L, cfg)
+        return None if tiles is None else (tiles, launch.tile_units(tiles, L, cfg))
+
+    shrunk = layout({**config, "SHRINK": 1})
+    return shrunk is not None and shrunk != layout(config)
 
 
 def _schedule_candidates(kernel: str, K: int, pattern) -> list[dict]:
