@@ -19,12 +19,14 @@ def test_config_probe_explicit_configs(tmp_path):
 
     path = tmp_path / "c.json"
     default = default_config("rmsnorm_quant", 3072, "int8", "2_10")
-    path.write_text(json.dumps({"rmsnorm_quant:5120:2_8": [PAIR, {**PAIR, "num_warps": 4, "UNIT": 4, "SHRINK": 1}],
+    path.write_text(json.dumps({"rmsnorm_quant:5120:2_8": [PAIR, {**PAIR, "num_warps": 4, "UNIT": 4, "SHRINK": 1},
+                                                           {**PAIR, "ROWS": 2}],
                                 "rmsnorm_quant:3072:2_10": [default, {**PAIR, "BLOCK_G": 256, "UNIT": 1}],
                                 "quant:2048:dense": [{"BLOCK_K": 2048, "BLOCK_W": 256, "ROWS": 2, "num_warps": 8}]}))
     got = config_probe.load_configs(path)
     assert set(got) == {("rmsnorm_quant", 5120, "2_8"), ("rmsnorm_quant", 3072, "2_10"), ("quant", 2048, None)}
-    assert [n for n, _ in got[("rmsnorm_quant", 5120, "2_8")]] == ["G512sw2u2 P3h", "G512sw4u4x P3h"]
+    assert [n for n, _ in got[("rmsnorm_quant", 5120, "2_8")]] == ["G512sw2u2 P3h", "G512sw4u4x P3h",
+                                                                   "G512sw2u2 rows2 P3h"]
     assert got[("quant", 2048, None)][0][0] == "K2048 W256 w8 rows2"
     names = [n for n, _ in config_probe.cands("rmsnorm_quant", 3072, "2_10", "int8",
                                               got[("rmsnorm_quant", 3072, "2_10")])]

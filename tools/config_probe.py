@@ -42,11 +42,11 @@ from slidesparse.quant import parse_qdtype
 
 
 def config_name(c: dict) -> str:
-    """A short label of a config: pair tiles as G<groups>[s]w<warps>u<unit>[x] (x: SHRINK) [P<n>[h]] [r<cap>], the
-    other kernels as K<BLOCK_K>[s] W<BLOCK_W> w<warps> [scatter] [P<n>[h]] [r<cap>]."""
+    """A short label of a config: pair tiles as G<groups>[s]w<warps>u<unit>[x] (x: SHRINK) [rows<n>] [P<n>[h]]
+    [r<cap>], the other kernels as K<BLOCK_K>[s] W<BLOCK_W> w<warps> [scatter] [rows<n>] [P<n>[h]] [r<cap>]."""
     if c.get("BLOCK_G"):
         nm = (f"G{c['BLOCK_G']}{'s' if c.get('SPLIT') else ''}w{c['num_warps']}u{c.get('UNIT', 1)}"
-              + ("x" if c.get("SHRINK") else ""))
+              + ("x" if c.get("SHRINK") else "") + (f" rows{c['ROWS']}" if c.get("ROWS", 1) != 1 else ""))
     else:
         nm = (f"K{c['BLOCK_K']}{'s' if c.get('SPLIT') else ''} W{c['BLOCK_W']} w{c['num_warps']}"
               + (" scatter" if c.get("SCATTER") else "") + (f" rows{c['ROWS']}" if c.get("ROWS", 1) != 1 else ""))

@@ -4,10 +4,13 @@ dequant (+ bias). Launch them through ``slidesparse.kernels.launch``; the math t
 
 Exactness notes (each cited step is one IEEE float32 operation, as in the torch references):
 * divisions use ``tl.math.div_rn`` (correctly rounded); Triton's ``/`` is approximate on NVIDIA GPUs;
-* INT8 rounding is the float32 "magic number" trick: for |v| <= 127, the bits of v + 1.5*2**23 hold
-  rint(v) (round half to even) in the low byte; the clamp sits between the multiply and this add, so no
-  FMA contraction can merge them (all launches also pass ``enable_fp_fusion=False``);
-* FP8 uses the hardware's round-to-nearest-even conversion after clamping to +-448;
+* INT8 rounding is the float32 "magic number" trick: for |v| <= 2**22, the bits of v + 1.5*2**23 hold
+  rint(v) (round half to even) in the low byte; every launch passes ``enable_fp_fusion=False``, so
+  the multiply v = h * inv and this add are never contracted into one FMA (PTX mul.rn / add.rn);
+* FP8 uses the hardware's round-to-nearest-even conversion (satfinite);
+* no clamp to +-QMAX: v = h * inv with inv = QMAX / amax and amax the max |h| of these same h, so
+  |v| <= QMAX * (1 + 2**-23), which rounds to QMAX: the reference's clamp never changes a finite h
+  (``_quantize``);
 * every row offset is ``row.to(int64) * stride``: M*K and M*N exceed 2**31 at real shapes.
 
 ``quant_kernel_persist`` is the same quantization scheduled as persistent programs that keep the
@@ -59,16 +62,18 @@ def _store_f32(ptrs, y, mask, SOFT: tl.constexpr):
 
 @triton.jit
 def _quantize(v, QFP8: tl.constexpr, SOFT: tl.constexpr):
-    """v = h * inv (float32) -> int8 (clamp +-127, rint half-even) or e4m3 (clamp +-448, RNE)."""
+    """v = h * inv (float32) -> int8 (rint half-even) or e4m3 (RNE), as the reference's
+    clamp-then-round (quant.py) for every finite h: inv = QMAX / amax with amax the max |h| of
+    these same h, so |v| <= QMAX * (1 + 2**-23), which rounds to QMAX; the clamp itself is left
+    out (two instructions an element, 3-5 % of the SiLU kernels' instructions: H100, docs/PERF.md).
+    The GPU's e4m3 conversion saturates (satfinite) in any case."""
     if QFP8:
-        v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         if SOFT:  # the exact grid value converts without rounding
             r, sign = _e4m3_grid(v)
             q = (r.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True).to(tl.float8e4nv)
         else:
             q = v.to(tl.float8e4nv, fp_downcast_rounding="rtne")
     else:
-        v = tl.minimum(tl.maximum(v, -127.0), 127.0)
         q = (v + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
     return q
 
@@ -724,7 +729,7 @@ def _g_emit(q_rows, hs, inv, keep, g0, KOUT, zero, L: tl.constexpr, BU: tl.const
     if QFP8:
         p16 = ()
         for t in tl.static_range(GQ * H):
-            x0, x1 = tl.split(tl.minimum(tl.maximum(hs[t] * inv, -448.0), 448.0))
+            x0, x1 = tl.split(hs[t] * inv)  # no clamp: as _quantize
             p16 = p16 + (_fp8_pair16(x0, x1, zero, SOFT),)
         for i in tl.static_range(GQ):
             for w in tl.static_range(NW):
@@ -761,7 +766,7 @@ def _g_chunk(wins, c: tl.constexpr, N: tl.constexpr):
 
 @triton.jit
 def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
-    """The e4m3 bytes of clamped float32 ``x0`` (low byte) and ``x1`` (high byte) as an int32 < 2**16:
+    """The e4m3 bytes of float32 ``x0`` (low byte) and ``x1`` (high byte) as an int32 < 2**16:
     round to nearest even, as ``_quantize``. GPU: one cvt.rn.satfinite.e4m3x2 a pair, then + ``zero``
     (a kernel argument that is 0 at run time), a guard: when converted pairs were joined as fp8
     tensors, ptxas (Triton 3.6's) fused the conversions into the packing (F2FP ... PACK_AB_MERGE_C)
@@ -786,7 +791,7 @@ def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
 
 @triton.jit
 def _fp8_bits(v):
-    """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448, clamped): round to nearest even,
+    """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448 * (1 + 2**-23), ``_quantize``): round to nearest even,
     as the hardware conversion, in integer and float32 ops only: the pair kernel's FP8 bytes under
     the interpreter (``_fp8_pair16``), whose float8 conversion is not IEEE.
     |v| is rounded to the e4m3 grid (``_e4m3_grid``); a normal result's exponent and top 3 mantissa
