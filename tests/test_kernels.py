@@ -732,6 +732,12 @@ def test_pair_candidates_and_defaults():
                 assert launch.pair_tiles(launch.out_k(K, Pattern(8)), 8, fp8) == (256, 256, 0)
                 continue
             assert C.default_config(kernel, K, "fp8", pattern) == C.default_config(kernel, K, "int8", pattern)
+    # plain quant: about two groups a thread, one at 6:8 up to 256 groups (K = 2048)
+    for K, pattern, want in ((2048, "2_8", (256, 8)), (1024, "2_8", (128, 4)), (2048, "2_10", (256, 4)),
+                             (3584, "2_10", (512, 8))):
+        for qd in ("int8", "fp8"):
+            got = C.default_config("quant", K, qd, pattern)
+            assert (got["BLOCK_G"], got["num_warps"]) == want, (K, pattern, qd)
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 3584, "int8", "2_8", pairs=False)
     assert "BLOCK_G" not in C.default_config("rmsnorm_quant", 5120, "int8", "2_6")  # three tiles: scatter
     rms = C.default_config("rmsnorm_quant", 3584, "fp8", "2_8")  # a measured RMS_PAIRS row: persistent

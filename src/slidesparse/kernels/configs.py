@@ -137,7 +137,7 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its
     own SiLU rows, ``SILU_PAIRS_INT8``). Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
-    groups a thread in one tile of the next power of two; FP8 at 6:8 past 256 groups in two tiles of
+    groups a thread in one tile of the next power of two (one at 6:8 up to 256 groups); FP8 at 6:8 past 256 groups in two tiles of
     half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where
     INT8 runs at 97-99 % with one tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest
     power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row that needs three tiles
@@ -155,7 +155,10 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
             return None
         if fp8 and L == 8 and need > 256:
             return {"BLOCK_G": _next_pow2(need) // 2, "SPLIT": 1, "num_warps": 8, "UNIT": 1}
-        return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // 64)))),
+        # about two groups a thread; 6:8 up to 256 groups one (K = 2048 FP8: 93 / 95 -> 98 / 100 %, INT8
+        # 97 / 99.5 -> 98 / 99.7 at M = 4096 / 16384)
+        per = 32 if L == 8 and need <= 256 else 64
+        return {"BLOCK_G": _next_pow2(need), "SPLIT": 0, "num_warps": min(16, max(4, _next_pow2(-(-need // per)))),
                 "UNIT": 1}
     if kernel == "rmsnorm_quant" and (got := RMS_PAIRS.get((K, L))) is not None:
         return _pair_entry(got, kernel)
