@@ -137,9 +137,9 @@ def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its
     own SiLU rows, ``SILU_PAIRS_INT8``). Plain quant up
     to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
-    groups a thread in one tile of the next power of two (one at 6:8 up to 256 groups); FP8 at 6:8 past 256 groups in two tiles of
-    half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where
-    INT8 runs at 97-99 % with one tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest
+    groups a thread in one tile of the next power of two (one at 6:8 up to 256 groups); FP8 at 6:8
+    past 256 groups in two tiles of half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 ->
+    100 / 98 and 100 / 100 %, where INT8 runs at 97-99 % with one tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest
     power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row that needs three tiles
     keeps the scatter. Quant and RMSNorm hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte
     units of 4 groups ran at 51-71 % against 81-93 %, fewer threads a row). INT8 and FP8 take the

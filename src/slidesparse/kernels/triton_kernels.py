@@ -65,7 +65,7 @@ def _quantize(v, QFP8: tl.constexpr, SOFT: tl.constexpr):
     """v = h * inv (float32) -> int8 (rint half-even) or e4m3 (RNE), as the reference's
     clamp-then-round (quant.py) for every finite h: inv = QMAX / amax with amax the max |h| of
     these same h, so |v| <= QMAX * (1 + 2**-23), which rounds to QMAX; the clamp itself is left
-    out (two instructions an element, 3-5 % of the SiLU kernels' instructions: H100, docs/PERF.md).
+    out (two instructions an element, 4-5 % of the SiLU pair kernels' SASS: docs/PERF.md).
     The GPU's e4m3 conversion saturates (satfinite) in any case."""
     if QFP8:
         if SOFT:  # the exact grid value converts without rounding
@@ -791,9 +791,9 @@ def _fp8_pair16(x0, x1, zero, SOFT: tl.constexpr):
 
 @triton.jit
 def _fp8_bits(v):
-    """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448 * (1 + 2**-23), ``_quantize``): round to nearest even,
-    as the hardware conversion, in integer and float32 ops only: the pair kernel's FP8 bytes under
-    the interpreter (``_fp8_pair16``), whose float8 conversion is not IEEE.
+    """The e4m3 bit pattern (int8) of float32 ``v`` (|v| <= 448 * (1 + 2**-23), ``_quantize``): round
+    to nearest even, as the hardware conversion, in integer and float32 ops only: the pair kernel's
+    FP8 bytes under the interpreter (``_fp8_pair16``), whose float8 conversion is not IEEE.
     |v| is rounded to the e4m3 grid (``_e4m3_grid``); a normal result's exponent and top 3 mantissa
     bits are then the byte (rebiased), a subnormal is |r| * 2**9."""
     r, sign = _e4m3_grid(v)
@@ -958,10 +958,10 @@ def quant_kernel_pairs(
     of BG, BG2, BG3 groups; 0 = absent; together they cover every window up to KOUT). A thread holds
     whole units of GQ consecutive groups (config key UNIT; at ``launch.pair_unit`` the windows of a
     unit fill 16-byte stores), of GQ2 and GQ3 in the later tiles (smaller with SHRINK, so a row's
-    rest is a unit a thread rather than padding: ``launch.tile_units``). h is produced once per input column, and each window (pairs j, j + 1
-    of a group) is joined in registers and written with the unit's other windows in the widest
-    stores they fill, where the scatter (``_emit``) needs two 2-byte stores a pair and index
-    division. Same arithmetic op for op, so the same bits; every element of q [M_PAD, KOUT] and
+    rest is a unit a thread rather than padding: ``launch.tile_units``). h is produced once per input
+    column, and each window (pairs j, j + 1 of a group) is joined in registers and written with the
+    unit's other windows in the widest stores they fill, where the scatter (``_emit``) needs two
+    2-byte stores a pair and index division. Same arithmetic op for op, so the same bits; every element of q [M_PAD, KOUT] and
     scale [M_PAD] is written (a window whose columns are >= K quantizes zeros).
 
     PERSIST (config key PERSIST > 0): persistent programs, program pid of G taking row tiles pid,
