@@ -46,10 +46,12 @@ def config_name(c: dict) -> str:
     [r<cap>], the other kernels as K<BLOCK_K>[s] W<BLOCK_W> w<warps> [scatter] [rows<n>] [P<n>[h]] [r<cap>]."""
     if c.get("BLOCK_G"):
         nm = (f"G{c['BLOCK_G']}{'s' if c.get('SPLIT') else ''}w{c['num_warps']}u{c.get('UNIT', 1)}"
-              + ("x" if c.get("SHRINK") else "") + (f" rows{c['ROWS']}" if c.get("ROWS", 1) != 1 else ""))
+              + ("x" if c.get("SHRINK") else ""))
     else:
         nm = (f"K{c['BLOCK_K']}{'s' if c.get('SPLIT') else ''} W{c['BLOCK_W']} w{c['num_warps']}"
-              + (" scatter" if c.get("SCATTER") else "") + (f" rows{c['ROWS']}" if c.get("ROWS", 1) != 1 else ""))
+              + (" scatter" if c.get("SCATTER") else ""))
+    if c.get("ROWS", 1) != 1:
+        nm += f" rows{c['ROWS']}"
     if c.get("PERSIST"):
         nm += f" P{c['PERSIST']}{'h' if c.get('HOIST_W') else ''}"
     return nm + (f" r{c['MAXNREG']}" if c.get("MAXNREG") else "")

@@ -134,17 +134,17 @@ def pair_groups(K: int, L: int) -> int:
 
 def pair_config(kernel: str, K: int, L: int, fp8: bool = False) -> dict | None:
     """The pair-tile part of a default config ({BLOCK_G, SPLIT, num_warps, ...}), or None to keep the
-    other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its
-    own SiLU rows, ``SILU_PAIRS_INT8``). Plain quant up
-    to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100 % of copy at K = 3072 / 8192 8:10): about two
-    groups a thread in one tile of the next power of two (one at 6:8 up to 256 groups); FP8 at 6:8
-    past 256 groups in two tiles of half that at 8 warps (K = 3072 / 3584: 93 / 91 and 89 / 88 ->
-    100 / 98 and 100 / 100 %, where INT8 runs at 97-99 % with one tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest
-    power of two plus one more tile (2048-5120: 77-87 % -> 80-96 %); a row that needs three tiles
-    keeps the scatter. Quant and RMSNorm hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte
-    units of 4 groups ran at 51-71 % against 81-93 %, fewer threads a row). INT8 and FP8 take the
-    same configs elsewhere (FP8 converts pairs in hardware since 2026-12-06: within 2.5 points of
-    the best FP8 candidate in 40 of 48 probed cells)."""
+    other kernels. SiLU and the RMSNorm rows of ``RMS_PAIRS``: the measured tables (INT8 has its own
+    SiLU rows, ``SILU_PAIRS_INT8``). Plain quant up to 1024 groups, 512 at 6:8 (H100: 92-96 % -> 97-100
+    % of copy at K = 3072 / 8192 8:10): about two groups a thread in one tile of the next power of two
+    (one at 6:8 up to 256 groups); FP8 at 6:8 past 256 groups in two tiles of half that at 8 warps (K =
+    3072 / 3584: 93 / 91 and 89 / 88 -> 100 / 98 and 100 / 100 %, where INT8 runs at 97-99 % with one
+    tile). RMSNorm (4 warps): one tile up to 256 groups, else the largest power of two plus one more
+    tile (2048-5120: 77-87 % -> 80-96 %); a row that needs three tiles keeps the scatter. Quant and
+    RMSNorm hold a group a thread (UNIT 1: RMSNorm 6:8 with 16-byte units of 4 groups ran at 51-71 %
+    against 81-93 %, fewer threads a row). INT8 and FP8 take the same configs elsewhere (FP8 converts
+    pairs in hardware since 2026-12-06: within 2.5 points of the best FP8 candidate in 40 of 48 probed
+    cells)."""
     if L not in PAIR_WINDOWS:
         return None
     need = pair_groups(K, L)

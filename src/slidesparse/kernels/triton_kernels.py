@@ -961,8 +961,8 @@ def quant_kernel_pairs(
     rest is a unit a thread rather than padding: ``launch.tile_units``). h is produced once per input
     column, and each window (pairs j, j + 1 of a group) is joined in registers and written with the
     unit's other windows in the widest stores they fill, where the scatter (``_emit``) needs two
-    2-byte stores a pair and index division. Same arithmetic op for op, so the same bits; every element of q [M_PAD, KOUT] and
-    scale [M_PAD] is written (a window whose columns are >= K quantizes zeros).
+    2-byte stores a pair and index division. Same arithmetic op for op, so the same bits; every
+    element of q [M_PAD, KOUT] and scale [M_PAD] is written (a window whose columns are >= K quantizes zeros).
 
     PERSIST (config key PERSIST > 0): persistent programs, program pid of G taking row tiles pid,
     pid + G, ... with the next tile's loads in flight (as ``quant_kernel_persist``); HOIST_W

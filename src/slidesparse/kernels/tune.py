@@ -106,15 +106,11 @@ def pair_candidates(K: int, pattern: Pattern, kernel: str = "quant") -> list[dic
 
 
 def _shrink_differs(K: int, pattern: Pattern, config: dict) -> bool:
-    """Whether ``config`` with SHRINK takes the pair kernel with other tiles or units than without."""
+    """Whether ``config`` with SHRINK takes the pair kernel with other tiles or units than without
+    (the launch's own tile constexprs, ``launch.pair_constexprs``)."""
     kout, L = launch.out_k(K, pattern), pattern.window
-
-    def layout(cfg):  # (tiles, their units), or None when the config does not take the pair kernel
-        tiles = launch.pair_tiles(kout, L, cfg)
-        return None if tiles is None else (tiles, launch.tile_units(tiles, L, cfg))
-
-    shrunk = layout({**config, "SHRINK": 1})
-    return shrunk is not None and shrunk != layout(config)
+    shrunk = launch.pair_constexprs(kout, L, tk.PLAIN, {**config, "SHRINK": 1})
+    return shrunk is not None and shrunk != launch.pair_constexprs(kout, L, tk.PLAIN, config)
 
 
 def _schedule_candidates(kernel: str, K: int, pattern) -> list[dict]:
